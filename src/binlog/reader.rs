@@ -1,0 +1,396 @@
+//! The tail task: one binlog connection, events in, committed transactions of one table out.
+
+use std::collections::HashMap;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+
+use mysql_async::prelude::Queryable;
+use mysql_async::{BinlogStreamRequest, Value};
+use mysql_common::binlog::consts::BinlogChecksumAlg;
+use mysql_common::binlog::events::{Event, EventData, TableMapEvent};
+use tokio::sync::mpsc;
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+use tracing::{debug, info, warn};
+
+use super::decode::{RowChange, TableDecoder};
+use super::guard::ddl_touches_table;
+use super::BinlogPos;
+use crate::conn::ConnSettings;
+use crate::error::{DbContext, Error, Result};
+use crate::flavor::ServerVersion;
+use crate::progress::Progress;
+use crate::schema::{Column, TableSchema};
+
+/// A big transaction is handed over in parts of at most this many rows, so memory stays
+/// bounded; only the last part carries the position.
+const MAX_ROWS_PER_ITEM: usize = 2000;
+
+/// Row ids in the changelog table.
+pub const HEARTBEAT_ID: u64 = 1;
+pub const MARKER_ID: u64 = 2;
+
+// Event type codes, raw because MariaDB's (160+) are not in mysql_common's enum.
+const QUERY: u8 = 2;
+const ROTATE: u8 = 4;
+const FORMAT_DESCRIPTION: u8 = 15;
+const XID: u8 = 16;
+const TABLE_MAP: u8 = 19;
+const MYSQL_GTID: u8 = 33;
+const MARIADB_GTID: u8 = 162;
+const ROWS_EVENTS: [u8; 6] = [23, 24, 25, 30, 31, 32];
+const MARIADB_COMPRESSED_ROWS: std::ops::RangeInclusive<u8> = 166..=171;
+
+/// What the tail hands the replay, in commit order.
+#[derive(Debug)]
+pub enum Item {
+    /// Row changes of a committed transaction; `end` is set on its last part only.
+    Changes {
+        changes: Vec<RowChange>,
+        end: Option<BinlogPos>,
+    },
+    /// A heartbeat written at `micros` (epoch), committed at `end`.
+    Heartbeat { micros: i64, end: BinlogPos },
+    /// A cut-over marker: everything committed before `token` was written precedes it.
+    Marker { token: i64, end: BinlogPos },
+}
+
+/// What the tail needs to know; it shares nothing else with the engine.
+#[derive(Debug, Clone)]
+pub struct TailConfig {
+    pub settings: ConnSettings,
+    pub version: ServerVersion,
+    /// Unique among the server's replicas: a duplicate id kicks the other connection off.
+    pub server_id: u32,
+    pub start: BinlogPos,
+    pub schema: TableSchema,
+    pub changelog: String,
+}
+
+/// Starts the tail. The task ends when `cancel` fires (Ok), the channel closes (Ok), or on error.
+pub fn spawn_tail(
+    cfg: TailConfig,
+    tx: mpsc::Sender<Item>,
+    progress: Arc<Progress>,
+    cancel: CancellationToken,
+) -> JoinHandle<Result<()>> {
+    tokio::spawn(async move {
+        let result = tokio::select! {
+            r = tail(&cfg, &tx, &progress) => r,
+            _ = cancel.cancelled() => Ok(()),
+        };
+        if let Err(e) = &result {
+            warn!(error = %e, "binlog tail stopped");
+        }
+        result
+    })
+}
+
+fn changelog_schema(db: &str, name: &str) -> TableSchema {
+    let col = |name: &str, data_type: &str, unsigned: bool| Column {
+        name: name.to_string(),
+        data_type: data_type.to_string(),
+        column_type: data_type.to_string(),
+        unsigned,
+        charset: None,
+        collation: None,
+        nullable: false,
+        generated: false,
+        members: Vec::new(),
+    };
+    TableSchema {
+        database: db.to_string(),
+        name: name.to_string(),
+        columns: vec![col("id", "tinyint", true), col("value", "bigint", false)],
+        unique_keys: Vec::new(),
+    }
+}
+
+/// Reader state between events.
+struct Tail<'a> {
+    cfg: &'a TailConfig,
+    tx: &'a mpsc::Sender<Item>,
+    progress: &'a Progress,
+    file: String,
+    fde_seen: bool,
+    table_id: Option<u64>,
+    decoders: HashMap<u64, TableDecoder>,
+    changelog_id: Option<u64>,
+    changelog_decoder: Option<TableDecoder>,
+    gtid: Option<String>,
+    pending: Vec<RowChange>,
+    /// Changelog rows of the open transaction: (id, value).
+    pending_changelog: Vec<(u64, i64)>,
+}
+
+async fn tail(cfg: &TailConfig, tx: &mpsc::Sender<Item>, progress: &Progress) -> Result<()> {
+    use futures_util::StreamExt;
+
+    let mut conn = cfg.settings.connect("binlog streaming").await?;
+    for stmt in cfg.version.binlog_session_setup(1_000_000_000) {
+        conn.query_drop(&stmt)
+            .await
+            .ctx(|| format!("binlog session: {stmt}"))?;
+    }
+    info!(start = %cfg.start, server_id = cfg.server_id, "binlog tail starting");
+    let request = BinlogStreamRequest::new(cfg.server_id)
+        .with_filename(cfg.start.file.as_bytes())
+        .with_pos(cfg.start.pos);
+    let mut stream = conn
+        .get_binlog_stream(request)
+        .await
+        .ctx(|| format!("requesting the binlog from {}", cfg.start))?;
+    let mut t = Tail {
+        cfg,
+        tx,
+        progress,
+        file: cfg.start.file.clone(),
+        fde_seen: false,
+        table_id: None,
+        decoders: HashMap::new(),
+        changelog_id: None,
+        changelog_decoder: None,
+        gtid: None,
+        pending: Vec::new(),
+        pending_changelog: Vec::new(),
+    };
+    while let Some(event) = stream.next().await {
+        let event = event.ctx(|| format!("reading the binlog near {}", t.file))?;
+        if !t.handle(&event).await? {
+            return Ok(());
+        }
+    }
+    Err(Error::Binlog(
+        "the server closed the binlog stream".to_string(),
+    ))
+}
+
+impl Tail<'_> {
+    fn position(&self, log_pos: u32) -> BinlogPos {
+        BinlogPos {
+            file: self.file.clone(),
+            pos: u64::from(log_pos),
+            gtid: self.gtid.clone(),
+        }
+    }
+
+    fn verify_checksum(&self, event: &Event) -> Result<()> {
+        let artificial = event.header().flags_raw() & 0x0020 != 0;
+        if !self.fde_seen || artificial {
+            return Ok(());
+        }
+        let alg = event.footer().get_checksum_alg().ok().flatten();
+        if alg != Some(BinlogChecksumAlg::BINLOG_CHECKSUM_ALG_CRC32) {
+            return Ok(());
+        }
+        if let Some(sum) = event.checksum() {
+            let expected = u32::from_le_bytes(sum);
+            let actual = event.calc_checksum(BinlogChecksumAlg::BINLOG_CHECKSUM_ALG_CRC32);
+            if expected != actual {
+                return Err(Error::Binlog(format!(
+                    "checksum mismatch in {} before position {}: the binlog or the network corrupted an event; the migration stopped, start it again",
+                    self.file,
+                    event.header().log_pos()
+                )));
+            }
+        }
+        Ok(())
+    }
+
+    /// Handles one event; `Ok(false)` when the replay side has gone away.
+    async fn handle(&mut self, event: &Event) -> Result<bool> {
+        self.verify_checksum(event)?;
+        let header = event.header();
+        let ty = header.event_type_raw();
+        match ty {
+            ROTATE => {
+                if let Ok(Some(EventData::RotateEvent(r))) = event.read_data() {
+                    // The fake first ROTATE carries the checksum bytes at the end of its name:
+                    // binlog names are printable ASCII, so cut anything after them.
+                    let raw = r.name_raw();
+                    let clean: Vec<u8> = raw.iter().copied().take_while(|b| b.is_ascii_graphic()).collect();
+                    let name = String::from_utf8_lossy(if clean.len() + 4 == raw.len() { &clean } else { raw }).into_owned();
+                    if !name.is_empty() {
+                        debug!(file = %name, "binlog rotated");
+                        self.file = name;
+                    }
+                }
+            }
+            FORMAT_DESCRIPTION => self.fde_seen = true,
+            MARIADB_GTID => {
+                // seq_no u64 LE, domain u32 LE, flags u8; the server id is in the header.
+                let d = event.data();
+                if d.len() >= 12 {
+                    let seq = u64::from_le_bytes(d[0..8].try_into().unwrap_or_default());
+                    let domain = u32::from_le_bytes(d[8..12].try_into().unwrap_or_default());
+                    self.gtid = Some(format!("{domain}-{}-{seq}", header.server_id()));
+                }
+            }
+            MYSQL_GTID => {
+                if let Ok(Some(EventData::GtidEvent(g))) = event.read_data() {
+                    let sid = g.sid();
+                    let hex: String = sid.iter().map(|b| format!("{b:02x}")).collect();
+                    self.gtid = Some(format!(
+                        "{}-{}-{}-{}-{}:{}",
+                        &hex[0..8], &hex[8..12], &hex[12..16], &hex[16..20], &hex[20..32], g.gno()
+                    ));
+                }
+            }
+            QUERY => {
+                let Ok(Some(EventData::QueryEvent(q))) = event.read_data() else {
+                    return Ok(true);
+                };
+                let text = q.query();
+                let upper = text.trim_start().get(..8).unwrap_or("").to_ascii_uppercase();
+                if upper.starts_with("COMMIT") {
+                    return self.commit(header.log_pos()).await;
+                }
+                if !upper.starts_with("BEGIN") {
+                    let (db, table) = (&self.cfg.schema.database, &self.cfg.schema.name);
+                    if ddl_touches_table(&text, &q.schema(), db, table) {
+                        return Err(Error::SchemaChanged(format!("the binlog shows `{}`", text.chars().take(200).collect::<String>())));
+                    }
+                }
+            }
+            TABLE_MAP => {
+                if let Ok(Some(EventData::TableMapEvent(tme))) = event.read_data() {
+                    self.table_map(&tme)?;
+                }
+            }
+            XID => return self.commit(header.log_pos()).await,
+            t if ROWS_EVENTS.contains(&t) => return self.rows(event).await,
+            t if MARIADB_COMPRESSED_ROWS.contains(&t) => {
+                return Err(Error::Binlog(
+                    "the binlog holds compressed row events: set log_bin_compress=OFF and start the migration again".to_string(),
+                ))
+            }
+            _ => {}
+        }
+        Ok(true)
+    }
+
+    fn table_map(&mut self, tme: &TableMapEvent<'_>) -> Result<()> {
+        let db = tme.database_name();
+        let name = tme.table_name();
+        let schema = &self.cfg.schema;
+        let id = tme.table_id();
+        if db == schema.database.as_str() && name == schema.name.as_str() {
+            if !self.decoders.contains_key(&id) {
+                let decoder = TableDecoder::new(tme, schema).map_err(Error::SchemaChanged)?;
+                self.decoders.clear();
+                self.decoders.insert(id, decoder);
+            }
+            self.table_id = Some(id);
+        } else if db == schema.database.as_str()
+            && name == self.cfg.changelog.as_str()
+            && self.changelog_id != Some(id)
+        {
+            let decoder = TableDecoder::new(
+                tme,
+                &changelog_schema(&schema.database, &self.cfg.changelog),
+            )
+            .map_err(Error::Binlog)?;
+            self.changelog_id = Some(id);
+            self.changelog_decoder = Some(decoder);
+        }
+        Ok(())
+    }
+
+    async fn rows(&mut self, event: &Event) -> Result<bool> {
+        // The table id is the first 6 bytes of the post-header: skip other tables undecoded.
+        let d = event.data();
+        if d.len() < 6 {
+            return Ok(true);
+        }
+        let mut raw = [0u8; 8];
+        raw[..6].copy_from_slice(&d[..6]);
+        let id = u64::from_le_bytes(raw);
+        let ours = self.table_id == Some(id);
+        let changelog = self.changelog_id == Some(id);
+        if !ours && !changelog {
+            return Ok(true);
+        }
+        let Ok(Some(EventData::RowsEvent(rows))) = event.read_data() else {
+            return Err(Error::Binlog(format!(
+                "undecodable rows event before {}:{}",
+                self.file,
+                event.header().log_pos()
+            )));
+        };
+        let decoder = if ours {
+            self.decoders.get(&id)
+        } else {
+            self.changelog_decoder.as_ref()
+        };
+        let Some(decoder) = decoder else {
+            return Ok(true);
+        };
+        let changes = decoder.decode(&rows).map_err(|e| {
+            Error::Binlog(format!(
+                "decoding a row event before {}:{}: {e}",
+                self.file,
+                event.header().log_pos()
+            ))
+        })?;
+        if changelog {
+            for c in changes {
+                if let Some(after) = c.after {
+                    if let [Value::UInt(id), Value::Int(v), ..] = after.as_slice() {
+                        self.pending_changelog.push((*id, *v));
+                    }
+                }
+            }
+            return Ok(true);
+        }
+        self.pending.extend(changes);
+        if self.pending.len() >= MAX_ROWS_PER_ITEM {
+            let changes = std::mem::take(&mut self.pending);
+            return Ok(self.send(Item::Changes { changes, end: None }).await);
+        }
+        Ok(true)
+    }
+
+    async fn commit(&mut self, log_pos: u32) -> Result<bool> {
+        let end = self.position(log_pos);
+        if !self.pending.is_empty() {
+            let changes = std::mem::take(&mut self.pending);
+            if !self
+                .send(Item::Changes {
+                    changes,
+                    end: Some(end.clone()),
+                })
+                .await
+            {
+                return Ok(false);
+            }
+        }
+        for (id, value) in std::mem::take(&mut self.pending_changelog) {
+            let item = match id {
+                HEARTBEAT_ID => Item::Heartbeat {
+                    micros: value,
+                    end: end.clone(),
+                },
+                MARKER_ID => Item::Marker {
+                    token: value,
+                    end: end.clone(),
+                },
+                _ => continue,
+            };
+            if !self.send(item).await {
+                return Ok(false);
+            }
+        }
+        Ok(true)
+    }
+
+    async fn send(&self, item: Item) -> bool {
+        let rows = match &item {
+            Item::Changes { changes, .. } => changes.len() as u64,
+            _ => 0,
+        };
+        self.progress
+            .backlog_events
+            .fetch_add(rows, Ordering::Relaxed);
+        self.tx.send(item).await.is_ok()
+    }
+}

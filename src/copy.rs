@@ -1,0 +1,242 @@
+//! Copies the existing rows into the shadow table in chunks ordered by the shared key.
+//!
+//! Each chunk is one `INSERT IGNORE ... SELECT` over a key range (lo, hi]. The range end is found
+//! in the index first, and the copy stops at the largest key that existed when it started:
+//! rows inserted later are in the binlog, which the replay applies. A row the replay already
+//! wrote is left alone by `IGNORE`. Any other warning (a value that does not fit the new
+//! column, a duplicate on a new unique key) fails the migration instead of losing data.
+//!
+//! Invariant: `copy_watermark` in the progress is the upper key of the last committed chunk:
+//! every source row at or below it has been copied. Throttling and cancellation are honoured
+//! between chunks.
+
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::Instant;
+
+use mysql_async::prelude::Queryable;
+use mysql_async::{Conn, Row, Value};
+use tokio::sync::watch;
+use tokio_util::sync::CancellationToken;
+use tracing::debug;
+
+use crate::error::{DbContext, Error, Result};
+use crate::progress::Progress;
+use crate::schema::TableSchema;
+use crate::shadow::ShadowPlan;
+use crate::sql::{column_list, key_after, key_bound_params, qualified, quote_ident};
+use crate::throttle::Throttle;
+
+/// Live-tunable copy settings.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct CopyTuning {
+    pub chunk_size: u64,
+}
+
+pub struct Copier {
+    conn: Conn,
+    source: String,
+    key_cols: Vec<String>,
+    force_index: String,
+    insert_prefix: String,
+    select_list: String,
+    /// Name of the shadow's key that the shared key maps to: duplicates on it are expected.
+    shadow_key_name: String,
+    progress: Arc<Progress>,
+}
+
+impl Copier {
+    pub async fn new(
+        mut conn: Conn,
+        source: &TableSchema,
+        plan: &ShadowPlan,
+        progress: Arc<Progress>,
+    ) -> Result<Copier> {
+        // A non-locking read of the source: the application's row locks are not touched.
+        conn.query_drop("SET SESSION TRANSACTION ISOLATION LEVEL READ COMMITTED")
+            .await
+            .ctx(|| "copy session setup".to_string())?;
+        let sources: Vec<&str> = plan.columns.iter().map(|c| c.source.as_str()).collect();
+        let targets: Vec<&str> = plan.columns.iter().map(|c| c.target.as_str()).collect();
+        let shadow_key_name = plan
+            .shadow_schema
+            .unique_keys
+            .iter()
+            .find(|k| {
+                k.columns.len() == plan.key.target.len()
+                    && k.columns
+                        .iter()
+                        .all(|c| plan.key.target.iter().any(|t| t.eq_ignore_ascii_case(c)))
+            })
+            .map(|k| k.name.clone())
+            .unwrap_or_else(|| "PRIMARY".to_string());
+        Ok(Copier {
+            conn,
+            source: qualified(&source.database, &source.name),
+            key_cols: plan.key.source.clone(),
+            force_index: quote_ident(&plan.key.index_name),
+            insert_prefix: format!(
+                "INSERT IGNORE INTO {} ({})",
+                qualified(&source.database, &plan.names.shadow),
+                column_list(&targets)
+            ),
+            select_list: column_list(&sources),
+            shadow_key_name,
+            progress,
+        })
+    }
+
+    fn order_by(&self) -> String {
+        column_list(&self.key_cols)
+    }
+
+    /// The largest key now, or `None` for an empty table.
+    async fn max_key(&mut self) -> Result<Option<Vec<Value>>> {
+        let order = self
+            .key_cols
+            .iter()
+            .map(|c| format!("{} DESC", quote_ident(c)))
+            .collect::<Vec<_>>()
+            .join(", ");
+        let sql = format!(
+            "SELECT {} FROM {} FORCE INDEX ({}) ORDER BY {order} LIMIT 1",
+            self.order_by(),
+            self.source,
+            self.force_index
+        );
+        let row: Option<Row> = self
+            .conn
+            .query_first(sql)
+            .await
+            .ctx(|| "finding the copy's end key".to_string())?;
+        Ok(row.map(Row::unwrap))
+    }
+
+    /// The key `chunk` rows after `lo` (exclusive) and not past `end`, or `None` if fewer rows
+    /// remain. Bounds are compared by the server: only it knows the key's collation order.
+    async fn chunk_end(
+        &mut self,
+        lo: Option<&[Value]>,
+        end: &[Value],
+        chunk: u64,
+    ) -> Result<Option<Vec<Value>>> {
+        let mut conds = vec![key_after(&self.key_cols, true, false)];
+        let mut params = key_bound_params(end);
+        if let Some(lo) = lo {
+            conds.push(key_after(&self.key_cols, false, true));
+            params.extend(key_bound_params(lo));
+        }
+        let sql = format!(
+            "SELECT {} FROM {} FORCE INDEX ({}) WHERE {} ORDER BY {} LIMIT 1 OFFSET {}",
+            self.order_by(),
+            self.source,
+            self.force_index,
+            conds.join(" AND "),
+            self.order_by(),
+            chunk.saturating_sub(1)
+        );
+        let row: Option<Row> = self
+            .conn
+            .exec_first(sql, params)
+            .await
+            .ctx(|| "finding a chunk boundary".to_string())?;
+        Ok(row.map(Row::unwrap))
+    }
+
+    /// Copies (lo, hi] and returns the rows inserted.
+    async fn copy_range(&mut self, lo: Option<&[Value]>, hi: &[Value]) -> Result<u64> {
+        let mut conds = Vec::new();
+        let mut params = Vec::new();
+        if let Some(lo) = lo {
+            conds.push(key_after(&self.key_cols, false, true));
+            params.extend(key_bound_params(lo));
+        }
+        conds.push(key_after(&self.key_cols, true, false));
+        params.extend(key_bound_params(hi));
+        let sql = format!(
+            "{} SELECT {} FROM {} FORCE INDEX ({}) WHERE {}",
+            self.insert_prefix,
+            self.select_list,
+            self.source,
+            self.force_index,
+            conds.join(" AND ")
+        );
+        self.conn
+            .exec_drop(sql, params)
+            .await
+            .ctx(|| "copying a chunk".to_string())?;
+        let inserted = self.conn.affected_rows();
+        if self.conn.get_warnings() > 0 {
+            self.check_warnings().await?;
+        }
+        Ok(inserted)
+    }
+
+    /// Fails on any warning but a duplicate on the shared key (a row the replay wrote first).
+    async fn check_warnings(&mut self) -> Result<()> {
+        let warnings: Vec<(String, u32, String)> = self
+            .conn
+            .query("SHOW WARNINGS")
+            .await
+            .ctx(|| "reading copy warnings".to_string())?;
+        let key = &self.shadow_key_name;
+        for (_, code, message) in warnings {
+            let expected_dup = code == 1062
+                && (message.ends_with(&format!("for key '{key}'"))
+                    || message.ends_with(&format!(".{key}'")));
+            if !expected_dup {
+                return Err(Error::refused(
+                    "copy_warning",
+                    format!("copying rows into the new table raised warning {code}: {message}"),
+                    "the data does not fit the new schema; fix the data or the ALTER and start again",
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    /// Copies from `start_after` (exclusive; `None` from the beginning) to the end.
+    pub async fn run(
+        &mut self,
+        start_after: Option<Vec<Value>>,
+        tuning: watch::Receiver<CopyTuning>,
+        throttle: &Throttle,
+        cancel: &CancellationToken,
+    ) -> Result<()> {
+        let Some(end) = self.max_key().await? else {
+            return Ok(());
+        };
+        let mut lo = start_after;
+        loop {
+            throttle.wait_clear(cancel).await?;
+            if cancel.is_cancelled() {
+                return Err(Error::Cancelled);
+            }
+            let chunk = tuning.borrow().chunk_size.max(1);
+            self.progress.chunk_size.store(chunk, Ordering::Relaxed);
+            let started = Instant::now();
+            let (hi, last) = match self.chunk_end(lo.as_deref(), &end, chunk).await? {
+                Some(hi) => (hi, false),
+                None => (end.clone(), true),
+            };
+            let inserted = self.copy_range(lo.as_deref(), &hi).await?;
+            self.progress
+                .rows_copied
+                .fetch_add(inserted, Ordering::Relaxed);
+            self.progress
+                .observer()
+                .chunk_copied(inserted, started.elapsed());
+            debug!(
+                rows = inserted,
+                took_ms = started.elapsed().as_millis() as u64,
+                "chunk copied"
+            );
+            self.progress
+                .update(|s| s.copy_watermark = Some(hi.clone()));
+            if last {
+                return Ok(());
+            }
+            lo = Some(hi);
+        }
+    }
+}

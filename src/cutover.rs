@@ -1,0 +1,286 @@
+//! The atomic swap of the original and shadow tables.
+//!
+//! MariaDB refuses RENAME under LOCK TABLES in the same session, so the swap uses two sessions
+//! (it works the same on MySQL):
+//!
+//! 1. A: `CREATE TABLE <swap>`; `LOCK TABLES t WRITE, <swap> WRITE, <changelog> WRITE`.
+//!    From here no write to `t` can commit; writers queue.
+//! 2. Drain: A writes a marker into the changelog. It commits after every change to `t`, so
+//!    once the replay has applied it, the shadow table holds every committed write.
+//! 3. B: `RENAME TABLE t TO <swap>, <shadow> TO t`. It queues behind A on `t` (confirmed in
+//!    the processlist before going on).
+//! 4. A: `DROP TABLE <swap>; UNLOCK TABLES`. B's RENAME runs before the queued writers, which
+//!    then find the new table under the old name.
+//!
+//! Why `<swap>` sorts after `t`: a multi-table RENAME takes its metadata locks in name order.
+//! With a swap name sorting first (gh-ost's `_t_del`), B waits on the swap table, not on `t`,
+//! and after the DROP, UNLOCK can let queued writers into the OLD table (measured: up to 62% of
+//! cut-overs leak). With `t` first, B queues on `t` itself and is served before the writers.
+//! For the same reason nothing of ours may hold the shadow table's lock during step 3.
+//!
+//! Failure safety: the name `t` always exists. If A dies, its locks go and B's RENAME fails
+//! ("table exists": the swap table is still there), so nothing was swapped. Every step is
+//! bounded by `lock_wait_timeout`; a failed attempt releases everything and is retried.
+
+use std::time::{Duration, Instant};
+
+use mysql_async::prelude::Queryable;
+use mysql_async::Conn;
+use tokio::sync::watch;
+use tracing::{info, warn};
+
+use crate::changelog::write_marker;
+use crate::clock::now_micros;
+use crate::conn::ConnSettings;
+use crate::error::{server_error, DbContext, Error, Result};
+use crate::shadow::HelperNames;
+use crate::sql::qualified;
+
+/// What the swap needs; nothing else of the migration.
+#[derive(Debug, Clone)]
+pub struct CutoverPlan {
+    pub settings: ConnSettings,
+    pub database: String,
+    pub table: String,
+    pub names: HelperNames,
+    /// How long the application may wait on our lock per attempt.
+    pub lock_timeout: Duration,
+    pub keep_old_table: bool,
+}
+
+/// The result of a successful swap.
+#[derive(Debug, Clone)]
+pub struct Swapped {
+    /// Where the old table's data now lives; `None` when it was dropped.
+    pub old_table: Option<String>,
+    /// How long writers to the table were blocked.
+    pub stall: Duration,
+}
+
+/// Proves that every change committed before a marker has reached the shadow table.
+pub struct Drain {
+    markers: watch::Receiver<i64>,
+}
+
+impl Drain {
+    pub fn new(markers: watch::Receiver<i64>) -> Drain {
+        Drain { markers }
+    }
+
+    /// Writes a marker on `conn` and waits until the replay applied it.
+    pub async fn run(
+        &mut self,
+        conn: &mut Conn,
+        database: &str,
+        changelog: &str,
+        timeout: Duration,
+    ) -> Result<Duration> {
+        let started = Instant::now();
+        let token = now_micros();
+        write_marker(conn, database, changelog, token).await?;
+        let seen = tokio::time::timeout(timeout, self.markers.wait_for(|t| *t == token)).await;
+        match seen {
+            Ok(Ok(_)) => Ok(started.elapsed()),
+            Ok(Err(_)) => Err(Error::Cutover(
+                "the replay stopped before the drain completed".to_string(),
+            )),
+            Err(_) => Err(Error::Cutover(format!(
+                "the replay did not catch up within {timeout:?}"
+            ))),
+        }
+    }
+}
+
+async fn set_lock_wait(conn: &mut Conn, secs: u64) -> Result<()> {
+    conn.query_drop(format!("SET SESSION lock_wait_timeout = {}", secs.max(1)))
+        .await
+        .ctx(|| "setting lock_wait_timeout".to_string())
+}
+
+/// One swap attempt. On error everything this attempt took is released.
+pub async fn swap(plan: &CutoverPlan, drain: &mut Drain) -> Result<Swapped> {
+    let db = &plan.database;
+    let t = qualified(db, &plan.table);
+    let swap_name = qualified(db, &plan.names.swap);
+    let shadow = qualified(db, &plan.names.shadow);
+    let changelog = qualified(db, &plan.names.changelog);
+    let lock_secs = plan.lock_timeout.as_secs().max(1);
+
+    let mut a = plan.settings.connect("cut-over (lock)").await?;
+    let mut b = plan.settings.connect("cut-over (rename)").await?;
+    let mut monitor = plan.settings.connect("cut-over (monitor)").await?;
+    set_lock_wait(&mut a, lock_secs).await?;
+    // B waits behind A's lock for at most the drain plus the hand-over, then gives up.
+    set_lock_wait(&mut b, lock_secs * 2 + 2).await?;
+
+    a.query_drop(format!("DROP TABLE IF EXISTS {swap_name}"))
+        .await
+        .ctx(|| "clearing the swap name".to_string())?;
+    a.query_drop(format!("CREATE TABLE {swap_name} (id INT) ENGINE=InnoDB"))
+        .await
+        .ctx(|| format!("creating the swap placeholder {}", plan.names.swap))?;
+
+    let result = locked_swap(
+        plan,
+        drain,
+        &mut a,
+        &mut b,
+        &mut monitor,
+        &t,
+        &swap_name,
+        &shadow,
+        &changelog,
+    )
+    .await;
+    if result.is_err() {
+        // Release whatever is still held; the original table is untouched.
+        let _ = a
+            .query_drop(format!("DROP TABLE IF EXISTS {swap_name}"))
+            .await;
+        let _ = a.query_drop("UNLOCK TABLES").await;
+        // If A's session is gone its locks went with it; remove a leftover placeholder.
+        let _ = monitor
+            .query_drop(format!("DROP TABLE IF EXISTS {swap_name}"))
+            .await;
+    }
+    let _ = monitor.disconnect().await;
+    let _ = a.disconnect().await;
+    let swapped = result?;
+
+    // Nobody writes to the old table any more: archive or drop it at leisure.
+    let old_table = if plan.keep_old_table {
+        b.query_drop(format!(
+            "RENAME TABLE {swap_name} TO {}",
+            qualified(db, &plan.names.archive)
+        ))
+        .await
+        .ctx(|| format!("archiving the old table as {}", plan.names.archive))?;
+        Some(plan.names.archive.clone())
+    } else {
+        b.query_drop(format!("DROP TABLE {swap_name}"))
+            .await
+            .ctx(|| "dropping the old table".to_string())?;
+        None
+    };
+    let _ = b.disconnect().await;
+    Ok(Swapped {
+        old_table,
+        stall: swapped,
+    })
+}
+
+#[allow(clippy::too_many_arguments)]
+async fn locked_swap(
+    plan: &CutoverPlan,
+    drain: &mut Drain,
+    a: &mut Conn,
+    b: &mut Conn,
+    monitor: &mut Conn,
+    t: &str,
+    swap_name: &str,
+    shadow: &str,
+    changelog: &str,
+) -> Result<Duration> {
+    a.query_drop(format!(
+        "LOCK TABLES {t} WRITE, {swap_name} WRITE, {changelog} WRITE"
+    ))
+    .await
+    .map_err(|e| lock_error("LOCK TABLES", e))?;
+    let locked_at = Instant::now();
+
+    drain
+        .run(a, &plan.database, &plan.names.changelog, plan.lock_timeout)
+        .await?;
+
+    let b_id = b.id();
+    let rename_sql = format!("RENAME TABLE {t} TO {swap_name}, {shadow} TO {t}");
+    let rename = b.query_drop(rename_sql);
+    tokio::pin!(rename);
+
+    // Hand over only once B is queued on the table's metadata lock.
+    let deadline = Instant::now() + plan.lock_timeout;
+    loop {
+        tokio::select! {
+            r = &mut rename => {
+                // B finished while A still holds t: it can only have failed.
+                return Err(match r {
+                    Ok(()) => Error::Cutover("RENAME completed while the table was locked".to_string()),
+                    Err(e) => lock_error("RENAME", e),
+                });
+            }
+            waiting = rename_waiting(monitor, b_id) => {
+                if waiting? {
+                    break;
+                }
+            }
+        }
+        if Instant::now() > deadline {
+            return Err(Error::Cutover(
+                "the RENAME did not queue on the table in time".to_string(),
+            ));
+        }
+    }
+
+    a.query_drop(format!("DROP TABLE {swap_name}"))
+        .await
+        .ctx(|| "dropping the swap placeholder".to_string())?;
+    a.query_drop("UNLOCK TABLES")
+        .await
+        .ctx(|| "UNLOCK TABLES".to_string())?;
+    rename.await.map_err(|e| lock_error("RENAME", e))?;
+    let stall = locked_at.elapsed();
+    info!(stall_ms = stall.as_millis() as u64, "tables swapped");
+    Ok(stall)
+}
+
+/// Whether session `id` is waiting for a metadata lock (our RENAME queued behind A).
+async fn rename_waiting(monitor: &mut Conn, id: u32) -> Result<bool> {
+    let state: Option<Option<String>> = monitor
+        .exec_first(
+            "SELECT STATE FROM information_schema.PROCESSLIST WHERE ID = ?",
+            (id,),
+        )
+        .await
+        .ctx(|| "watching the RENAME".to_string())?;
+    let waiting = state.flatten().is_some_and(|s| s.contains("metadata lock"));
+    if !waiting {
+        tokio::time::sleep(Duration::from_millis(1)).await;
+    }
+    Ok(waiting)
+}
+
+fn lock_error(what: &str, e: mysql_async::Error) -> Error {
+    match server_error(&e) {
+        Some((1205, _)) => Error::Cutover(format!(
+            "{what} timed out waiting for a lock: a long transaction holds the table"
+        )),
+        Some((code, msg)) => Error::Cutover(format!("{what} failed: ERROR {code}: {msg}")),
+        None => Error::Cutover(format!("{what} failed: {e}")),
+    }
+}
+
+/// Tries the swap up to `attempts` times with exponential backoff.
+pub async fn swap_with_retries(
+    plan: &CutoverPlan,
+    drain: &mut Drain,
+    attempts: u32,
+    mut on_attempt: impl FnMut(u32),
+) -> Result<Swapped> {
+    let mut backoff = Duration::from_millis(500);
+    let mut last = None;
+    for attempt in 1..=attempts.max(1) {
+        on_attempt(attempt);
+        match swap(plan, drain).await {
+            Ok(s) => return Ok(s),
+            Err(e) => {
+                warn!(attempt, error = %e, "cut-over attempt failed; the original table is untouched");
+                last = Some(e);
+                if attempt < attempts {
+                    tokio::time::sleep(backoff).await;
+                    backoff = (backoff * 2).min(Duration::from_secs(10));
+                }
+            }
+        }
+    }
+    Err(last.unwrap_or_else(|| Error::Cutover("no attempt made".to_string())))
+}

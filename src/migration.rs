@@ -1,0 +1,372 @@
+//! Drives one migration through the pipeline: inspect, shadow, tail + replay, copy, catch up,
+//! (wait for the go), cut over, clean up.
+//!
+//! Invariants: the original table is only ever touched by the swap; on any error or cancel
+//! before the swap, every helper table is dropped and the original is left exactly as it was;
+//! state changes go through the state machine in `progress`. Components get only what they
+//! need: connection settings, the plan, channels and the shared progress.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+use tokio::sync::{mpsc, watch};
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+use tracing::{info, info_span, warn, Instrument};
+
+use crate::alter;
+use crate::binlog::{self, spawn_tail, TailConfig};
+use crate::changelog::spawn_heartbeat;
+use crate::clock::{now_micros, utc_stamp};
+use crate::conn::ConnSettings;
+use crate::copy::{Copier, CopyTuning};
+use crate::cutover::{swap_with_retries, CutoverPlan, Drain};
+use crate::error::{Error, Result};
+use crate::inspect;
+use crate::progress::Progress;
+use crate::replay::Replayer;
+use crate::shadow::{self, HelperNames, ShadowPlan};
+use crate::state::{State, Step};
+use crate::throttle::Throttle;
+
+/// Options of one migration. Field names are part of the HTTP API.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct MigrationOptions {
+    pub chunk_size: u64,
+    pub postpone_cutover: bool,
+    pub keep_old_table: bool,
+    pub cutover_lock_timeout_secs: u64,
+    pub cutover_attempts: u32,
+    pub allow_renamed_columns: bool,
+    pub max_lag_millis: Option<u64>,
+    pub max_load: BTreeMap<String, u64>,
+    pub critical_load: BTreeMap<String, u64>,
+}
+
+impl Default for MigrationOptions {
+    fn default() -> Self {
+        MigrationOptions {
+            chunk_size: 10_000,
+            postpone_cutover: false,
+            keep_old_table: true,
+            cutover_lock_timeout_secs: 3,
+            cutover_attempts: 5,
+            allow_renamed_columns: false,
+            max_lag_millis: None,
+            max_load: BTreeMap::new(),
+            critical_load: BTreeMap::new(),
+        }
+    }
+}
+
+impl MigrationOptions {
+    /// Refuses option values that cannot work, naming the option.
+    pub fn validate(&self) -> std::result::Result<(), String> {
+        if !(1..=1_000_000).contains(&self.chunk_size) {
+            return Err("chunk_size must be between 1 and 1000000".into());
+        }
+        if !(1..=3600).contains(&self.cutover_lock_timeout_secs) {
+            return Err("cutover_lock_timeout_secs must be between 1 and 3600".into());
+        }
+        if !(1..=100).contains(&self.cutover_attempts) {
+            return Err("cutover_attempts must be between 1 and 100".into());
+        }
+        Ok(())
+    }
+}
+
+/// What to migrate.
+#[derive(Debug, Clone)]
+pub struct MigrationSpec {
+    pub settings: ConnSettings,
+    pub database: String,
+    pub table: String,
+    pub alter: String,
+    pub options: MigrationOptions,
+}
+
+/// How the outside steers a running migration.
+pub struct Controls {
+    pub cancel: CancellationToken,
+    pub throttle: Throttle,
+    /// Becomes true when the operator allows a postponed cut-over.
+    pub cutover_go: watch::Receiver<bool>,
+    pub tuning: watch::Receiver<CopyTuning>,
+}
+
+impl Controls {
+    /// Controls for a migration nobody steers (the foreground `run` command).
+    pub fn unattended(options: &MigrationOptions) -> (Controls, watch::Sender<CopyTuning>) {
+        let (tuning_tx, tuning) = watch::channel(CopyTuning {
+            chunk_size: options.chunk_size,
+        });
+        let (_, cutover_go) = watch::channel(!options.postpone_cutover);
+        (
+            Controls {
+                cancel: CancellationToken::new(),
+                throttle: Throttle::new(),
+                cutover_go,
+                tuning,
+            },
+            tuning_tx,
+        )
+    }
+}
+
+/// A finished migration.
+#[derive(Debug, Clone)]
+pub struct Outcome {
+    pub old_table: Option<String>,
+    pub stall: Duration,
+}
+
+/// Runs the migration to its end and records the end state in `progress`.
+pub async fn run(
+    spec: MigrationSpec,
+    controls: Controls,
+    progress: Arc<Progress>,
+) -> Result<Outcome> {
+    let span = info_span!("migration", db = %spec.database, table = %spec.table);
+    async move {
+        let result = run_inner(&spec, &controls, &progress).await;
+        match &result {
+            Ok(o) => {
+                progress.update(|s| s.old_table = o.old_table.clone());
+                let _ = progress.move_to(State::Completed);
+                info!(old_table = ?o.old_table, "migration completed");
+            }
+            Err(Error::Cancelled) => {
+                let _ = progress.move_to(State::Cancelled);
+                info!("migration cancelled; the original table is unchanged");
+            }
+            Err(e) => {
+                progress.fail(e.to_string());
+                warn!(error = %e, "migration failed; the original table is unchanged");
+            }
+        }
+        result
+    }
+    .instrument(span)
+    .await
+}
+
+async fn run_inner(
+    spec: &MigrationSpec,
+    controls: &Controls,
+    progress: &Arc<Progress>,
+) -> Result<Outcome> {
+    progress
+        .move_to(State::Running)
+        .map_err(|e| Error::Cutover(e.to_string()))?;
+    progress.set_step(Step::Inspecting);
+    let alter = alter::validate(&spec.alter)?;
+    let mut conn = spec.settings.connect("inspection").await?;
+    let insp = inspect::inspect(&mut conn, &spec.database, &spec.table).await?;
+    progress
+        .rows_estimate
+        .store(insp.rows_estimate, std::sync::atomic::Ordering::Relaxed);
+    if controls.cancel.is_cancelled() {
+        return Err(Error::Cancelled);
+    }
+
+    progress.set_step(Step::CreatingShadow);
+    let names = HelperNames::for_table(&spec.table, &utc_stamp())?;
+    let plan = shadow::create(
+        &mut conn,
+        &insp,
+        &alter,
+        spec.options.allow_renamed_columns,
+        names,
+    )
+    .await?;
+    progress.update(|s| s.shadow_table = Some(plan.names.shadow.clone()));
+    info!(shadow = %plan.names.shadow, key = ?plan.key.source, "shadow table created");
+
+    // From here on the helpers exist: whatever happens, clean up before returning an error.
+    let tasks = CancellationToken::new();
+    let result = migrate(spec, controls, progress, &insp, &plan, &mut conn, &tasks).await;
+    tasks.cancel();
+    if result.is_err() {
+        if let Err(e) = shadow::drop_helpers(&mut conn, &spec.database, &plan.names).await {
+            warn!(error = %e, "could not drop the helper tables; drop them by hand");
+        }
+    }
+    let _ = conn.disconnect().await;
+    result
+}
+
+/// A background task whose failure must stop the migration.
+async fn failed(handle: &mut JoinHandle<Result<()>>, what: &str) -> Error {
+    match handle.await {
+        Ok(Ok(())) => Error::Binlog(format!("the {what} stopped unexpectedly")),
+        Ok(Err(e)) => e,
+        Err(e) => Error::Binlog(format!("the {what} panicked: {e}")),
+    }
+}
+
+/// Runs `fut` unless the tail or the replay fails first.
+async fn watched<T>(
+    fut: impl std::future::Future<Output = Result<T>>,
+    tail: &mut JoinHandle<Result<()>>,
+    replay: &mut JoinHandle<Result<()>>,
+) -> Result<T> {
+    tokio::select! {
+        r = fut => r,
+        e = failed(tail, "binlog tail") => Err(e),
+        e = failed(replay, "replay") => Err(e),
+    }
+}
+
+async fn migrate(
+    spec: &MigrationSpec,
+    controls: &Controls,
+    progress: &Arc<Progress>,
+    insp: &inspect::Inspection,
+    plan: &ShadowPlan,
+    conn: &mut mysql_async::Conn,
+    tasks: &CancellationToken,
+) -> Result<Outcome> {
+    let db = &spec.database;
+    // Tail from before the copy starts, so every change the copy may miss is replayed.
+    let start = binlog::current_position(conn, &insp.version).await?;
+    let (tx, rx) = mpsc::channel(64);
+    let (marker_tx, marker_rx) = watch::channel(0i64);
+    let server_id = 1_000_000_000 + (now_micros() as u32 % 1_000_000_000);
+    let mut tail = spawn_tail(
+        TailConfig {
+            settings: spec.settings.clone(),
+            version: insp.version,
+            server_id,
+            start,
+            schema: insp.schema.clone(),
+            changelog: plan.names.changelog.clone(),
+        },
+        tx,
+        progress.clone(),
+        tasks.child_token(),
+    );
+    let replay_conn = spec.settings.connect("replay").await?;
+    let replayer = Replayer::new(replay_conn, &insp.schema, plan, progress.clone(), marker_tx)?;
+    let mut replay = replayer.spawn(rx, tasks.child_token());
+    let _heartbeat = spawn_heartbeat(
+        spec.settings.clone(),
+        db.clone(),
+        plan.names.changelog.clone(),
+        tasks.child_token(),
+    );
+
+    progress.set_step(Step::Copying);
+    let copy_conn = spec.settings.connect("copy").await?;
+    let mut copier = Copier::new(copy_conn, &insp.schema, plan, progress.clone()).await?;
+    let copy = copier.run(
+        None,
+        controls.tuning.clone(),
+        &controls.throttle,
+        &controls.cancel,
+    );
+    watched(copy, &mut tail, &mut replay).await?;
+    drop(copier);
+    info!(rows = Progress::get(&progress.rows_copied), "copy done");
+
+    progress.set_step(Step::CatchingUp);
+    let mut drain = Drain::new(marker_rx);
+    watched(
+        catch_up(spec, plan, &mut drain, &controls.cancel),
+        &mut tail,
+        &mut replay,
+    )
+    .await?;
+
+    if !*controls.cutover_go.borrow() {
+        progress
+            .move_to(State::Postponed)
+            .map_err(|e| Error::Cutover(e.to_string()))?;
+        progress.set_step(Step::WaitingForCutover);
+        info!("copy done and replay caught up; waiting for the cut-over go");
+        let mut go = controls.cutover_go.clone();
+        let wait = async {
+            tokio::select! {
+                _ = controls.cancel.cancelled() => Err(Error::Cancelled),
+                r = go.wait_for(|g| *g) => r.map(|_| ()).map_err(|_| Error::Cancelled),
+            }
+        };
+        watched(wait, &mut tail, &mut replay).await?;
+        watched(
+            catch_up(spec, plan, &mut drain, &controls.cancel),
+            &mut tail,
+            &mut replay,
+        )
+        .await?;
+    }
+    if controls.cancel.is_cancelled() {
+        return Err(Error::Cancelled);
+    }
+
+    progress
+        .move_to(State::CuttingOver)
+        .map_err(|e| Error::Cutover(e.to_string()))?;
+    progress.set_step(Step::SwappingTables);
+    let cut = CutoverPlan {
+        settings: spec.settings.clone(),
+        database: db.clone(),
+        table: spec.table.clone(),
+        names: plan.names.clone(),
+        lock_timeout: Duration::from_secs(spec.options.cutover_lock_timeout_secs),
+        keep_old_table: spec.options.keep_old_table,
+    };
+    // The tail is not watched during the swap: it sees our own RENAME and stops, which is
+    // expected once the swap is done; a dead tail before that makes the drain time out.
+    let swapped = swap_with_retries(&cut, &mut drain, spec.options.cutover_attempts, |n| {
+        progress
+            .cutover_attempts
+            .store(u64::from(n), std::sync::atomic::Ordering::Relaxed);
+    })
+    .await?;
+    progress.observer().cutover_stall(swapped.stall);
+    progress.set_step(Step::CleaningUp);
+    tasks.cancel();
+    let _ = tail.await;
+    let _ = replay.await;
+    // The swap is done; a failure to drop the changelog must not fail the migration.
+    if let Err(e) = shadow::drop_helper(conn, db, &plan.names.changelog).await {
+        warn!(error = %e, "could not drop the changelog table; drop it by hand");
+    }
+    Ok(Outcome {
+        old_table: swapped.old_table,
+        stall: swapped.stall,
+    })
+}
+
+/// Waits until a marker round trip through the replay is quick: the replay has caught up.
+async fn catch_up(
+    spec: &MigrationSpec,
+    plan: &ShadowPlan,
+    drain: &mut Drain,
+    cancel: &CancellationToken,
+) -> Result<()> {
+    let mut conn = spec.settings.connect("catch-up").await?;
+    loop {
+        if cancel.is_cancelled() {
+            return Err(Error::Cancelled);
+        }
+        match drain
+            .run(
+                &mut conn,
+                &spec.database,
+                &plan.names.changelog,
+                Duration::from_secs(30),
+            )
+            .await
+        {
+            Ok(took) if took < Duration::from_millis(500) => break,
+            Ok(took) => info!(took_ms = took.as_millis() as u64, "replay catching up"),
+            Err(Error::Cutover(msg)) => info!(%msg, "replay catching up"),
+            Err(e) => return Err(e),
+        }
+    }
+    let _ = conn.disconnect().await;
+    Ok(())
+}

@@ -1,0 +1,323 @@
+//! Applies the tailed row changes to the shadow table, in commit order and idempotently.
+//!
+//! Inserts and updates become `REPLACE` of the full after image (so a row the copy has not
+//! reached yet is simply created, and the copy's later `INSERT IGNORE` leaves it alone); a
+//! key-changing update is a delete of the old key plus that upsert; deletes go by key.
+//! Applying any suffix of the stream again converges to the same table, which is what makes
+//! the copy/replay race and a resume from a checkpoint safe.
+//!
+//! Positions, heartbeats and markers are published only after the transaction that contains
+//! everything before them committed: they never claim more than was applied.
+
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+
+use mysql_async::prelude::Queryable;
+use mysql_async::{Conn, Value};
+use tokio::sync::{mpsc, watch};
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+
+use crate::binlog::{BinlogPos, Item, RowChange};
+use crate::error::{DbContext, Error, Result};
+use crate::progress::{ChangeKind, Progress};
+use crate::schema::{Column, TableSchema};
+use crate::shadow::ShadowPlan;
+use crate::sql::{column_list, qualified, quote_ident};
+
+/// Rows applied in one shadow transaction at most.
+const MAX_BATCH_ROWS: usize = 5000;
+/// Prepared statements allow 65,535 placeholders.
+const MAX_PARAMS: usize = 60_000;
+
+/// The SQL expression that writes a decoded value into a column.
+///
+/// Text arrives as the column's raw bytes in the source charset: reinterpret them as such, then
+/// let the server convert to the target column's charset. ENUM/SET arrive as member names
+/// taken from metadata, which is UTF-8.
+fn value_expr(source: &Column) -> Result<String> {
+    let charset = match source.data_type.as_str() {
+        "enum" | "set" => "utf8mb4",
+        _ => match source.charset.as_deref() {
+            Some(cs) => cs,
+            None => return Ok("?".to_string()),
+        },
+    };
+    if !charset
+        .chars()
+        .all(|c| c.is_ascii_alphanumeric() || c == '_')
+    {
+        return Err(Error::refused(
+            "charset",
+            format!("column {} has charset {charset:?}", source.name),
+            "report this as a bug",
+        ));
+    }
+    Ok(format!("CONVERT(CAST(? AS BINARY) USING {charset})"))
+}
+
+/// The expression comparing a key column of the shadow table with a decoded source value. An
+/// explicit COLLATE avoids "illegal mix of collations" and compares as the unique key does.
+fn key_expr(source: &Column, target: &Column) -> Result<String> {
+    let value = value_expr(source)?;
+    match (&target.charset, &target.collation) {
+        (Some(cs), Some(coll)) if source.charset.is_some() => {
+            let safe = |s: &str| s.chars().all(|c| c.is_ascii_alphanumeric() || c == '_');
+            if !safe(cs) || !safe(coll) {
+                return Err(Error::refused(
+                    "charset",
+                    format!("column {} has collation {coll:?}", target.name),
+                    "report this as a bug",
+                ));
+            }
+            Ok(format!(
+                "{} = CONVERT({value} USING {cs}) COLLATE {coll}",
+                quote_ident(&target.name)
+            ))
+        }
+        _ => Ok(format!("{} = {value}", quote_ident(&target.name))),
+    }
+}
+
+/// Prebuilt SQL pieces for one shadow table.
+struct Statements {
+    upsert_prefix: String,
+    row_values: String,
+    delete_prefix: String,
+    key_match: String,
+    /// Source ordinal of each written column, in statement order.
+    written: Vec<usize>,
+    /// Source ordinal of each key column.
+    key: Vec<usize>,
+}
+
+impl Statements {
+    fn new(source: &TableSchema, plan: &ShadowPlan) -> Result<Statements> {
+        let shadow = qualified(&source.database, &plan.names.shadow);
+        let targets: Vec<&str> = plan.columns.iter().map(|c| c.target.as_str()).collect();
+        let exprs = plan
+            .columns
+            .iter()
+            .map(|c| value_expr(&source.columns[c.source_index]))
+            .collect::<Result<Vec<_>>>()?;
+        let mut key_parts = Vec::new();
+        for (src_idx, target) in plan.key.source_index.iter().zip(&plan.key.target) {
+            let target_col = plan.shadow_schema.column(target).ok_or_else(|| {
+                Error::Cutover(format!("key column {target} missing in the shadow table"))
+            })?;
+            key_parts.push(key_expr(&source.columns[*src_idx], target_col)?);
+        }
+        Ok(Statements {
+            upsert_prefix: format!("REPLACE INTO {shadow} ({}) VALUES ", column_list(&targets)),
+            row_values: format!("({})", exprs.join(", ")),
+            delete_prefix: format!("DELETE FROM {shadow} WHERE "),
+            key_match: format!("({})", key_parts.join(" AND ")),
+            written: plan.columns.iter().map(|c| c.source_index).collect(),
+            key: plan.key.source_index.clone(),
+        })
+    }
+}
+
+enum Op<'a> {
+    Upsert(&'a [Value]),
+    Delete(&'a [Value]),
+}
+
+pub struct Replayer {
+    conn: Conn,
+    stmts: Statements,
+    progress: Arc<Progress>,
+    markers: watch::Sender<i64>,
+}
+
+impl Replayer {
+    pub fn new(
+        conn: Conn,
+        source: &TableSchema,
+        plan: &ShadowPlan,
+        progress: Arc<Progress>,
+        markers: watch::Sender<i64>,
+    ) -> Result<Replayer> {
+        Ok(Replayer {
+            conn,
+            stmts: Statements::new(source, plan)?,
+            progress,
+            markers,
+        })
+    }
+
+    /// Applies items until the channel closes or `cancel` fires.
+    pub fn spawn(
+        mut self,
+        mut rx: mpsc::Receiver<Item>,
+        cancel: CancellationToken,
+    ) -> JoinHandle<Result<()>> {
+        tokio::spawn(async move {
+            loop {
+                let first = tokio::select! {
+                    _ = cancel.cancelled() => return Ok(()),
+                    item = rx.recv() => match item { Some(i) => i, None => return Ok(()) },
+                };
+                let mut batch = vec![first];
+                let mut rows = batch_rows(&batch);
+                while rows < MAX_BATCH_ROWS {
+                    match rx.try_recv() {
+                        Ok(item) => {
+                            rows += batch_rows(std::slice::from_ref(&item));
+                            batch.push(item);
+                        }
+                        Err(_) => break,
+                    }
+                }
+                self.apply(batch).await?;
+            }
+        })
+    }
+
+    async fn apply(&mut self, batch: Vec<Item>) -> Result<()> {
+        let mut ops = Vec::new();
+        let mut counts = [0u64; 3];
+        let mut end: Option<BinlogPos> = None;
+        let mut heartbeat = None;
+        let mut marker = None;
+        for item in &batch {
+            match item {
+                Item::Changes { changes, end: e } => {
+                    for c in changes {
+                        counts[c.kind as usize] += 1;
+                        push_ops(&mut ops, c, &self.stmts.key);
+                    }
+                    if let Some(e) = e {
+                        end = Some(e.clone());
+                    }
+                }
+                Item::Heartbeat { micros, end: e } => {
+                    heartbeat = Some(*micros);
+                    end = Some(e.clone());
+                }
+                Item::Marker { token, end: e } => {
+                    marker = Some(*token);
+                    end = Some(e.clone());
+                }
+            }
+        }
+        let rows: u64 = counts.iter().sum();
+        if !ops.is_empty() {
+            self.conn
+                .query_drop("BEGIN")
+                .await
+                .ctx(|| "replay: BEGIN".to_string())?;
+            let mut i = 0;
+            while i < ops.len() {
+                let upsert = matches!(ops[i], Op::Upsert(_));
+                let mut j = i;
+                while j < ops.len() && matches!(ops[j], Op::Upsert(_)) == upsert {
+                    j += 1;
+                }
+                if upsert {
+                    self.upsert(&ops[i..j]).await?;
+                } else {
+                    self.delete(&ops[i..j]).await?;
+                }
+                i = j;
+            }
+            self.conn
+                .query_drop("COMMIT")
+                .await
+                .ctx(|| "replay: COMMIT".to_string())?;
+        }
+        for kind in ChangeKind::ALL {
+            self.progress.add_applied(kind, counts[kind as usize]);
+        }
+        self.progress.backlog_events.fetch_sub(
+            rows.min(Progress::get(&self.progress.backlog_events)),
+            Ordering::Relaxed,
+        );
+        if let Some(e) = end {
+            self.progress.update(|s| s.applied_pos = Some(e));
+        }
+        if let Some(hb) = heartbeat {
+            self.progress
+                .heartbeat_applied_micros
+                .store(hb, Ordering::Relaxed);
+        }
+        if let Some(token) = marker {
+            self.markers.send_replace(token);
+        }
+        Ok(())
+    }
+
+    async fn upsert(&mut self, ops: &[Op<'_>]) -> Result<()> {
+        let per_stmt = (MAX_PARAMS / self.stmts.written.len().max(1)).clamp(1, 1000);
+        for chunk in ops.chunks(per_stmt) {
+            let mut sql = String::with_capacity(
+                self.stmts.upsert_prefix.len() + chunk.len() * (self.stmts.row_values.len() + 2),
+            );
+            sql.push_str(&self.stmts.upsert_prefix);
+            let mut params = Vec::with_capacity(chunk.len() * self.stmts.written.len());
+            for (n, op) in chunk.iter().enumerate() {
+                let Op::Upsert(row) = op else { continue };
+                if n > 0 {
+                    sql.push_str(", ");
+                }
+                sql.push_str(&self.stmts.row_values);
+                params.extend(self.stmts.written.iter().map(|&i| row[i].clone()));
+            }
+            self.conn
+                .exec_drop(sql, params)
+                .await
+                .ctx(|| "replaying inserts/updates into the shadow table".to_string())?;
+        }
+        Ok(())
+    }
+
+    async fn delete(&mut self, ops: &[Op<'_>]) -> Result<()> {
+        let per_stmt = (MAX_PARAMS / self.stmts.key.len().max(1)).clamp(1, 1000);
+        for chunk in ops.chunks(per_stmt) {
+            let mut sql = self.stmts.delete_prefix.clone();
+            let mut params = Vec::with_capacity(chunk.len() * self.stmts.key.len());
+            for (n, op) in chunk.iter().enumerate() {
+                let Op::Delete(row) = op else { continue };
+                if n > 0 {
+                    sql.push_str(" OR ");
+                }
+                sql.push_str(&self.stmts.key_match);
+                params.extend(self.stmts.key.iter().map(|&i| row[i].clone()));
+            }
+            self.conn
+                .exec_drop(sql, params)
+                .await
+                .ctx(|| "replaying deletes into the shadow table".to_string())?;
+        }
+        Ok(())
+    }
+
+    /// Returns the session, e.g. to close it before the cut-over.
+    pub fn into_conn(self) -> Conn {
+        self.conn
+    }
+}
+
+fn batch_rows(items: &[Item]) -> usize {
+    items
+        .iter()
+        .map(|i| match i {
+            Item::Changes { changes, .. } => changes.len(),
+            _ => 1,
+        })
+        .sum()
+}
+
+fn push_ops<'a>(ops: &mut Vec<Op<'a>>, c: &'a RowChange, key: &[usize]) {
+    match (c.kind, &c.before, &c.after) {
+        (ChangeKind::Insert, _, Some(after)) => ops.push(Op::Upsert(after)),
+        (ChangeKind::Delete, Some(before), _) => ops.push(Op::Delete(before)),
+        (ChangeKind::Update, Some(before), Some(after)) => {
+            if key.iter().any(|&i| before[i] != after[i]) {
+                ops.push(Op::Delete(before));
+            }
+            ops.push(Op::Upsert(after));
+        }
+        _ => {}
+    }
+}

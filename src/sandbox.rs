@@ -1,0 +1,276 @@
+//! Throwaway local MariaDB servers for the tests, the benchmark and the local demo.
+//!
+//! Each [`Sandbox`] is a `mariadbd` with its own datadir in a temp dir, on a free loopback
+//! port, with the binlog configured the way shadowcut needs it (ROW, FULL images). The server
+//! is stopped and its files removed when the value is dropped. The system datadir is created
+//! once per process and copied, because `mariadb-install-db` is the slow part of a start.
+//! Never point anything here at a server it did not start.
+
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::OnceLock;
+use std::time::{Duration, Instant};
+
+use crate::conn::ConnSettings;
+
+#[derive(Debug, thiserror::Error)]
+pub enum SandboxError {
+    #[error("{0} was not found: install the Debian package mariadb-server (apt-get install mariadb-server)")]
+    Missing(&'static str),
+    #[error("sandbox {what} failed: {detail}")]
+    Failed { what: String, detail: String },
+}
+
+fn failed(what: impl Into<String>, detail: impl ToString) -> SandboxError {
+    SandboxError::Failed {
+        what: what.into(),
+        detail: detail.to_string(),
+    }
+}
+
+/// Options for a sandbox server.
+#[derive(Debug, Clone)]
+pub struct SandboxOptions {
+    pub server_id: u32,
+    pub buffer_pool_mb: u32,
+    /// Extra `--name=value` options for mariadbd.
+    pub extra_args: Vec<String>,
+}
+
+impl Default for SandboxOptions {
+    fn default() -> Self {
+        SandboxOptions {
+            server_id: 1,
+            buffer_pool_mb: 256,
+            extra_args: Vec::new(),
+        }
+    }
+}
+
+pub struct Sandbox {
+    child: Option<Child>,
+    dir: tempfile::TempDir,
+    port: u16,
+    args: Vec<String>,
+}
+
+fn find_binary(names: &[&'static str]) -> Result<PathBuf, SandboxError> {
+    let path = std::env::var("PATH").unwrap_or_default();
+    let mut dirs: Vec<PathBuf> = std::env::split_paths(&path).collect();
+    dirs.extend(["/usr/sbin", "/usr/bin", "/usr/local/sbin", "/usr/local/bin"].map(PathBuf::from));
+    for name in names {
+        for d in &dirs {
+            let p = d.join(name);
+            if p.is_file() {
+                return Ok(p);
+            }
+        }
+    }
+    Err(SandboxError::Missing(names[0]))
+}
+
+/// The installed system datadir, made once per process.
+fn template() -> Result<&'static Path, SandboxError> {
+    static TEMPLATE: OnceLock<Result<tempfile::TempDir, String>> = OnceLock::new();
+    let made = TEMPLATE.get_or_init(|| {
+        let install =
+            find_binary(&["mariadb-install-db", "mysql_install_db"]).map_err(|e| e.to_string())?;
+        let dir = tempfile::Builder::new()
+            .prefix("shadowcut-template-")
+            .tempdir()
+            .map_err(|e| e.to_string())?;
+        let out = Command::new(install)
+            .arg("--no-defaults")
+            .arg(format!("--datadir={}", dir.path().join("data").display()))
+            .arg("--auth-root-authentication-method=normal")
+            .arg("--skip-test-db")
+            .arg("--user=root")
+            .output()
+            .map_err(|e| e.to_string())?;
+        if !out.status.success() {
+            return Err(format!(
+                "mariadb-install-db: {}",
+                String::from_utf8_lossy(&out.stderr)
+            ));
+        }
+        Ok(dir)
+    });
+    match made {
+        Ok(dir) => Ok(dir.path()),
+        Err(e) => Err(failed("install", e)),
+    }
+}
+
+fn free_port() -> Result<u16, SandboxError> {
+    let l = TcpListener::bind("127.0.0.1:0").map_err(|e| failed("port", e))?;
+    l.local_addr()
+        .map(|a| a.port())
+        .map_err(|e| failed("port", e))
+}
+
+fn copy_dir(from: &Path, to: &Path) -> std::io::Result<()> {
+    std::fs::create_dir_all(to)?;
+    for entry in std::fs::read_dir(from)? {
+        let entry = entry?;
+        let target = to.join(entry.file_name());
+        if entry.file_type()?.is_dir() {
+            copy_dir(&entry.path(), &target)?;
+        } else {
+            std::fs::copy(entry.path(), target)?;
+        }
+    }
+    Ok(())
+}
+
+impl Sandbox {
+    /// Starts a server with default options and waits until it accepts connections.
+    pub fn start() -> Result<Sandbox, SandboxError> {
+        Self::start_with(SandboxOptions::default())
+    }
+
+    pub fn start_with(opts: SandboxOptions) -> Result<Sandbox, SandboxError> {
+        let mariadbd = find_binary(&["mariadbd", "mysqld"])?;
+        let template = template()?;
+        let dir = tempfile::Builder::new()
+            .prefix("shadowcut-sandbox-")
+            .tempdir()
+            .map_err(|e| failed("tempdir", e))?;
+        let data = dir.path().join("data");
+        copy_dir(&template.join("data"), &data).map_err(|e| failed("datadir copy", e))?;
+        let port = free_port()?;
+        let d = dir.path().display();
+        let mut args = vec![
+            "--no-defaults".to_string(),
+            format!("--datadir={}", data.display()),
+            format!("--port={port}"),
+            "--bind-address=127.0.0.1".to_string(),
+            format!("--socket={d}/mariadb.sock"),
+            format!("--pid-file={d}/mariadb.pid"),
+            "--user=root".to_string(),
+            format!("--log-bin={}/binlog", data.display()),
+            format!("--server-id={}", opts.server_id),
+            "--binlog-format=ROW".to_string(),
+            "--binlog-row-image=FULL".to_string(),
+            "--skip-name-resolve".to_string(),
+            format!("--innodb-buffer-pool-size={}M", opts.buffer_pool_mb),
+            "--innodb-log-file-size=256M".to_string(),
+            "--innodb-flush-log-at-trx-commit=2".to_string(),
+            "--sync-binlog=0".to_string(),
+            "--max-connections=500".to_string(),
+            "--log-error=".to_string() + &format!("{d}/error.log"),
+        ];
+        args.extend(opts.extra_args);
+        let mut sandbox = Sandbox {
+            child: None,
+            dir,
+            port,
+            args,
+        };
+        sandbox.launch(&mariadbd)?;
+        Ok(sandbox)
+    }
+
+    fn launch(&mut self, mariadbd: &Path) -> Result<(), SandboxError> {
+        let child = Command::new(mariadbd)
+            .args(&self.args)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .map_err(|e| failed("start", e))?;
+        self.child = Some(child);
+        self.wait_ready()
+    }
+
+    fn wait_ready(&mut self) -> Result<(), SandboxError> {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            if std::net::TcpStream::connect(("127.0.0.1", self.port)).is_ok() {
+                return Ok(());
+            }
+            if let Some(child) = self.child.as_mut() {
+                if let Ok(Some(status)) = child.try_wait() {
+                    return Err(failed(
+                        "start",
+                        format!(
+                            "mariadbd exited with {status}; see {}",
+                            self.error_log().display()
+                        ),
+                    ));
+                }
+            }
+            if Instant::now() > deadline {
+                return Err(failed("start", "mariadbd did not listen within 60 s"));
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
+    pub fn dir(&self) -> &Path {
+        self.dir.path()
+    }
+
+    pub fn error_log(&self) -> PathBuf {
+        self.dir.path().join("error.log")
+    }
+
+    /// Root credentials over TCP.
+    pub fn settings(&self) -> ConnSettings {
+        ConnSettings {
+            host: "127.0.0.1".to_string(),
+            port: self.port,
+            user: "root".to_string(),
+            password: None,
+        }
+    }
+
+    /// A mysql_async URL for root, for tests that drive the server directly.
+    pub fn url(&self) -> String {
+        format!("mysql://root@127.0.0.1:{}/", self.port)
+    }
+
+    /// Stops the server (SIGTERM, then SIGKILL after 30 s).
+    pub fn stop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = Command::new("kill")
+                .arg("-TERM")
+                .arg(child.id().to_string())
+                .status();
+            let deadline = Instant::now() + Duration::from_secs(30);
+            while Instant::now() < deadline {
+                if let Ok(Some(_)) = child.try_wait() {
+                    return;
+                }
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    /// Kills the server hard, as a crash would.
+    pub fn kill(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    /// Starts the server again on the same port and datadir.
+    pub fn restart(&mut self) -> Result<(), SandboxError> {
+        self.stop();
+        let mariadbd = find_binary(&["mariadbd", "mysqld"])?;
+        self.launch(&mariadbd)
+    }
+}
+
+impl Drop for Sandbox {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
