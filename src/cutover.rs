@@ -57,6 +57,27 @@ pub struct Swapped {
     pub stall: Duration,
 }
 
+/// The two moments of a swap at which the caller acts. The engine drains at `locked`; the
+/// stress test queues writers at both, to prove that none of them reaches the old table.
+#[allow(async_fn_in_trait)]
+pub trait SwapHooks {
+    /// A holds the table's lock: nothing more can commit on it. `a` is A's session (it may
+    /// only touch the locked tables).
+    async fn locked(&mut self, a: &mut Conn, plan: &CutoverPlan) -> Result<()>;
+    /// B's RENAME is queued on the table's lock; A has not released it yet.
+    async fn rename_queued(&mut self) -> Result<()> {
+        Ok(())
+    }
+}
+
+impl SwapHooks for Drain {
+    async fn locked(&mut self, a: &mut Conn, plan: &CutoverPlan) -> Result<()> {
+        self.run(a, &plan.database, &plan.names.changelog, plan.lock_timeout)
+            .await
+            .map(|_| ())
+    }
+}
+
 /// Proves that every change committed before a marker has reached the shadow table.
 pub struct Drain {
     markers: watch::Receiver<i64>,
@@ -98,7 +119,7 @@ async fn set_lock_wait(conn: &mut Conn, secs: u64) -> Result<()> {
 }
 
 /// One swap attempt. On error everything this attempt took is released.
-pub async fn swap(plan: &CutoverPlan, drain: &mut Drain) -> Result<Swapped> {
+pub async fn swap(plan: &CutoverPlan, hooks: &mut impl SwapHooks) -> Result<Swapped> {
     let db = &plan.database;
     let t = qualified(db, &plan.table);
     let swap_name = qualified(db, &plan.names.swap);
@@ -172,7 +193,7 @@ pub async fn swap(plan: &CutoverPlan, drain: &mut Drain) -> Result<Swapped> {
 #[allow(clippy::too_many_arguments)]
 async fn locked_swap(
     plan: &CutoverPlan,
-    drain: &mut Drain,
+    hooks: &mut impl SwapHooks,
     a: &mut Conn,
     b: &mut Conn,
     monitor: &mut Conn,
@@ -270,7 +291,7 @@ pub async fn swap_with_retries(
     let mut last = None;
     for attempt in 1..=attempts.max(1) {
         on_attempt(attempt);
-        match swap(plan, drain).await {
+        match swap(plan, hooks).await {
             Ok(s) => return Ok(s),
             Err(e) => {
                 warn!(attempt, error = %e, "cut-over attempt failed; the original table is untouched");
