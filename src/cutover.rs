@@ -143,7 +143,7 @@ pub async fn swap(plan: &CutoverPlan, hooks: &mut impl SwapHooks) -> Result<Swap
 
     let result = locked_swap(
         plan,
-        drain,
+        hooks,
         &mut a,
         &mut b,
         &mut monitor,
@@ -209,9 +209,7 @@ async fn locked_swap(
     .map_err(|e| lock_error("LOCK TABLES", e))?;
     let locked_at = Instant::now();
 
-    drain
-        .run(a, &plan.database, &plan.names.changelog, plan.lock_timeout)
-        .await?;
+    hooks.locked(a, plan).await?;
 
     let b_id = b.id();
     let rename_sql = format!("RENAME TABLE {t} TO {swap_name}, {shadow} TO {t}");
@@ -242,6 +240,7 @@ async fn locked_swap(
         }
     }
 
+    hooks.rename_queued().await?;
     a.query_drop(format!("DROP TABLE {swap_name}"))
         .await
         .ctx(|| "dropping the swap placeholder".to_string())?;
@@ -283,7 +282,7 @@ fn lock_error(what: &str, e: mysql_async::Error) -> Error {
 /// Tries the swap up to `attempts` times with exponential backoff.
 pub async fn swap_with_retries(
     plan: &CutoverPlan,
-    drain: &mut Drain,
+    hooks: &mut impl SwapHooks,
     attempts: u32,
     mut on_attempt: impl FnMut(u32),
 ) -> Result<Swapped> {
