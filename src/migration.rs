@@ -123,6 +123,31 @@ pub struct Outcome {
     pub stall: Duration,
 }
 
+/// Checks everything a start would check, synchronously, and leaves nothing behind: the
+/// clause, the server's binlog settings, the table, and the clause applied to a real (empty)
+/// shadow table, which is dropped again. The daemon uses it to answer a start request with
+/// the right error before queueing the migration.
+pub async fn preflight(spec: &MigrationSpec) -> Result<()> {
+    spec.options
+        .validate()
+        .map_err(|e| Error::refused("options", e, "fix the option and try again"))?;
+    let alter = alter::validate(&spec.alter)?;
+    let mut conn = spec.settings.connect("preflight").await?;
+    let insp = inspect::inspect(&mut conn, &spec.database, &spec.table).await?;
+    let names = HelperNames::for_table(&spec.table, &utc_stamp())?;
+    let plan = shadow::create(
+        &mut conn,
+        &insp,
+        &alter,
+        spec.options.allow_renamed_columns,
+        names,
+    )
+    .await?;
+    let dropped = shadow::drop_helpers(&mut conn, &spec.database, &plan.names).await;
+    let _ = conn.disconnect().await;
+    dropped
+}
+
 /// Runs the migration to its end and records the end state in `progress`.
 pub async fn run(
     spec: MigrationSpec,
