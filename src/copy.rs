@@ -20,7 +20,7 @@ use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 use tracing::debug;
 
-use crate::error::{DbContext, Error, Result};
+use crate::error::{DbContext, Error, Result, LOCK_RETRIES};
 use crate::progress::Progress;
 use crate::schema::TableSchema;
 use crate::shadow::ShadowPlan;
@@ -161,10 +161,21 @@ impl Copier {
             self.force_index,
             conds.join(" AND ")
         );
-        self.conn
-            .exec_drop(sql, params)
-            .await
-            .ctx(|| "copying a chunk".to_string())?;
+        // A deadlock with the replay rolls the chunk back; the chunk is idempotent, run it again.
+        let mut attempt = 0;
+        loop {
+            let done = self.conn.exec_drop(&sql, params.clone()).await;
+            match done.ctx(|| "copying a chunk".to_string()) {
+                Ok(()) => break,
+                Err(e) if e.is_transient_lock() && attempt < LOCK_RETRIES => {
+                    attempt += 1;
+                    debug!(attempt, "copy chunk hit a deadlock; retrying");
+                    tokio::time::sleep(std::time::Duration::from_millis(5 * u64::from(attempt)))
+                        .await;
+                }
+                Err(e) => return Err(e),
+            }
+        }
         let inserted = self.conn.affected_rows();
         if self.conn.get_warnings() > 0 {
             self.check_warnings().await?;

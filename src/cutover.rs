@@ -216,41 +216,79 @@ async fn locked_swap(
     let rename = b.query_drop(rename_sql);
     tokio::pin!(rename);
 
-    // Hand over only once B is queued on the table's metadata lock.
-    let deadline = Instant::now() + plan.lock_timeout;
-    loop {
-        tokio::select! {
-            r = &mut rename => {
-                // B finished while A still holds t: it can only have failed.
-                return Err(match r {
-                    Ok(()) => Error::Cutover("RENAME completed while the table was locked".to_string()),
-                    Err(e) => lock_error("RENAME", e),
-                });
-            }
-            waiting = rename_waiting(monitor, b_id) => {
-                if waiting? {
-                    break;
+    // From here B's RENAME is on its way to the server. Dropping its future does not take it
+    // back: it would stay queued there, and the caller's cleanup (DROP placeholder + UNLOCK)
+    // would then perform the swap while we report a failure. So every failure below first
+    // resolves the RENAME (see `stop_rename`).
+    let mut rename_resolved = false;
+    let handed_over: Result<()> = async {
+        // Hand over only once B is queued on the table's metadata lock.
+        let deadline = Instant::now() + plan.lock_timeout;
+        loop {
+            tokio::select! {
+                r = &mut rename => {
+                    rename_resolved = true;
+                    // B finished while A still holds t: it can only have failed.
+                    return Err(match r {
+                        Ok(()) => Error::Cutover("RENAME completed while the table was locked".to_string()),
+                        Err(e) => lock_error("RENAME", e),
+                    });
+                }
+                waiting = rename_waiting(monitor, b_id) => {
+                    if waiting? {
+                        break;
+                    }
                 }
             }
+            if Instant::now() > deadline {
+                return Err(Error::Cutover(
+                    "the RENAME did not queue on the table in time".to_string(),
+                ));
+            }
         }
-        if Instant::now() > deadline {
-            return Err(Error::Cutover(
-                "the RENAME did not queue on the table in time".to_string(),
-            ));
+
+        hooks.rename_queued().await?;
+        a.query_drop(format!("DROP TABLE {swap_name}"))
+            .await
+            .ctx(|| "dropping the swap placeholder".to_string())?;
+        a.query_drop("UNLOCK TABLES")
+            .await
+            .ctx(|| "UNLOCK TABLES".to_string())?;
+        Ok(())
+    }
+    .await;
+    match handed_over {
+        Ok(()) => rename.await.map_err(|e| lock_error("RENAME", e))?,
+        Err(e) if rename_resolved => return Err(e),
+        Err(e) => {
+            if !stop_rename(monitor, b_id, &mut rename).await {
+                return Err(e);
+            }
+            // The RENAME ran: A had dropped the placeholder and its lock went with its
+            // session. That is the hand-over, in the safe order: the swap is done.
+            warn!(error = %e, "the hand-over reported an error but the RENAME ran: tables swapped");
         }
     }
-
-    hooks.rename_queued().await?;
-    a.query_drop(format!("DROP TABLE {swap_name}"))
-        .await
-        .ctx(|| "dropping the swap placeholder".to_string())?;
-    a.query_drop("UNLOCK TABLES")
-        .await
-        .ctx(|| "UNLOCK TABLES".to_string())?;
-    rename.await.map_err(|e| lock_error("RENAME", e))?;
     let stall = locked_at.elapsed();
     info!(stall_ms = stall.as_millis() as u64, "tables swapped");
     Ok(stall)
+}
+
+/// Stops B's pending RENAME (`KILL QUERY`, repeated in case the statement had not reached the
+/// server yet) and returns whether it ran anyway. Until this returns, nothing may drop the
+/// placeholder or release A's lock. If the monitor cannot kill, the RENAME still ends by
+/// itself: B's lock_wait_timeout, or "table exists" while the placeholder is there.
+async fn stop_rename<F>(monitor: &mut Conn, b_id: u32, rename: &mut F) -> bool
+where
+    F: std::future::Future<Output = std::result::Result<(), mysql_async::Error>> + Unpin,
+{
+    loop {
+        let _ = monitor.query_drop(format!("KILL QUERY {b_id}")).await;
+        tokio::select! {
+            r = &mut *rename => return r.is_ok(),
+            _ = tokio::time::sleep(Duration::from_millis(50)) => {}
+        }
+    }
 }
 
 /// Whether session `id` is waiting for a metadata lock (our RENAME queued behind A).

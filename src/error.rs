@@ -75,6 +75,17 @@ impl<T> DbContext<T> for std::result::Result<T, mysql_async::Error> {
     }
 }
 
+impl Error {
+    /// A deadlock or lock wait timeout: the server rolled back, and an idempotent unit of work
+    /// (a copy chunk, a replay batch) may simply run again.
+    pub fn is_transient_lock(&self) -> bool {
+        matches!(self, Error::Db { source, .. } if matches!(server_error(source), Some((1213 | 1205, _))))
+    }
+}
+
+/// How often an idempotent unit of work is retried after a deadlock before giving up.
+pub const LOCK_RETRIES: u32 = 20;
+
 /// The server's own error code and message, when the error came from the server.
 pub fn server_error(err: &mysql_async::Error) -> Option<(u16, &str)> {
     match err {

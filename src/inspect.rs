@@ -190,6 +190,16 @@ pub async fn inspect(conn: &mut Conn, database: &str, table: &str) -> Result<Ins
     }
 
     for col in &schema.columns {
+        if col.is_compressed() {
+            return Err(Error::refused(
+                "column_type",
+                format!(
+                    "column {} is {}: MariaDB logs COMPRESSED columns in a compressed binlog format that shadowcut cannot replay",
+                    col.name, col.column_type
+                ),
+                "remove the COMPRESSED attribute first (ALTER TABLE .. MODIFY) or use the server's own ALTER TABLE for this table",
+            ));
+        }
         if !REPLAYABLE_TYPES.contains(&col.data_type.as_str()) {
             return Err(Error::refused(
                 "column_type",

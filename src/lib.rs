@@ -13,6 +13,7 @@ pub mod clock;
 pub mod conn;
 pub mod copy;
 pub mod cutover;
+pub mod daemon;
 pub mod error;
 pub mod flavor;
 pub mod inspect;

@@ -274,7 +274,8 @@ async fn migrate(
         tasks.child_token(),
     );
     let replay_conn = spec.settings.connect("replay").await?;
-    let replayer = Replayer::new(replay_conn, &insp.schema, plan, progress.clone(), marker_tx)?;
+    let replayer =
+        Replayer::new(replay_conn, &insp.schema, plan, progress.clone(), marker_tx).await?;
     let mut replay = replayer.spawn(rx, tasks.child_token());
     let _heartbeat = spawn_heartbeat(
         spec.settings.clone(),
@@ -365,7 +366,8 @@ async fn migrate(
     })
 }
 
-/// Waits until a marker round trip through the replay is quick: the replay has caught up.
+/// Waits until a marker round trip through the replay fits well inside the cut-over's lock
+/// budget: the drain under the lock will then finish long before the lock times out.
 async fn catch_up(
     spec: &MigrationSpec,
     plan: &ShadowPlan,
@@ -373,6 +375,7 @@ async fn catch_up(
     cancel: &CancellationToken,
 ) -> Result<()> {
     let mut conn = spec.settings.connect("catch-up").await?;
+    let ready_within = Duration::from_secs(spec.options.cutover_lock_timeout_secs) / 3;
     loop {
         if cancel.is_cancelled() {
             return Err(Error::Cancelled);
@@ -386,7 +389,7 @@ async fn catch_up(
             )
             .await
         {
-            Ok(took) if took < Duration::from_millis(500) => break,
+            Ok(took) if took < ready_within => break,
             Ok(took) => info!(took_ms = took.as_millis() as u64, "replay catching up"),
             Err(Error::Cutover(msg)) => info!(%msg, "replay catching up"),
             Err(e) => return Err(e),

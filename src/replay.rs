@@ -11,15 +11,17 @@
 
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
+use std::time::Duration;
 
 use mysql_async::prelude::Queryable;
 use mysql_async::{Conn, Value};
 use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
+use tracing::debug;
 
 use crate::binlog::{BinlogPos, Item, RowChange};
-use crate::error::{DbContext, Error, Result};
+use crate::error::{DbContext, Error, Result, LOCK_RETRIES};
 use crate::progress::{ChangeKind, Progress};
 use crate::schema::{Column, TableSchema};
 use crate::shadow::ShadowPlan;
@@ -30,51 +32,58 @@ const MAX_BATCH_ROWS: usize = 5000;
 /// Prepared statements allow 65,535 placeholders.
 const MAX_PARAMS: usize = 60_000;
 
+/// A charset or collation name spliced into SQL: information_schema names are plain words.
+fn sql_word(kind: &str, column: &str, name: &str) -> Result<String> {
+    if !name.is_empty() && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_') {
+        Ok(name.to_string())
+    } else {
+        Err(Error::refused(
+            "charset",
+            format!("column {column} has {kind} {name:?}"),
+            "report this as a bug",
+        ))
+    }
+}
+
 /// The SQL expression that writes a decoded value into a column.
 ///
-/// Text arrives as the column's raw bytes in the source charset: reinterpret them as such, then
-/// let the server convert to the target column's charset. ENUM/SET arrive as member names
-/// taken from metadata, which is UTF-8.
+/// Text arrives as the column's raw bytes in the source charset. They are bound as a string
+/// in the session charset (utf8mb4), which they need not be valid in (latin1 bytes above 0x7F),
+/// so they are relabelled as the source charset without conversion, then the server converts
+/// them to the target column's charset. `CAST(CAST(? AS BINARY) AS CHAR CHARACTER SET cs)`
+/// relabels; `CONVERT(CAST(? AS BINARY) USING cs)` does NOT on MariaDB 10.11: it converts from
+/// the parameter's utf8mb4, turning latin1 0xE9 into '?' or failing with ERROR 1300.
+///
+/// ENUM and SET arrive as member names (UTF-8, from information_schema) and are bound as
+/// utf8mb4 text; an ENUM's empty error value arrives as the integer 0, which a strict session
+/// refuses to store rather than mapping it to a member. INET4/INET6/UUID arrive as text.
+/// Everything else is bound as the decoded value.
 fn value_expr(source: &Column) -> Result<String> {
-    let charset = match source.data_type.as_str() {
-        "enum" | "set" => "utf8mb4",
+    match source.data_type.as_str() {
+        "enum" | "set" => Ok("?".to_string()),
         _ => match source.charset.as_deref() {
-            Some(cs) => cs,
-            None => return Ok("?".to_string()),
+            Some(cs) => Ok(format!(
+                "CAST(CAST(? AS BINARY) AS CHAR CHARACTER SET {})",
+                sql_word("charset", &source.name, cs)?
+            )),
+            None => Ok("?".to_string()),
         },
-    };
-    if !charset
-        .chars()
-        .all(|c| c.is_ascii_alphanumeric() || c == '_')
-    {
-        return Err(Error::refused(
-            "charset",
-            format!("column {} has charset {charset:?}", source.name),
-            "report this as a bug",
-        ));
     }
-    Ok(format!("CONVERT(CAST(? AS BINARY) USING {charset})"))
 }
 
 /// The expression comparing a key column of the shadow table with a decoded source value. An
 /// explicit COLLATE avoids "illegal mix of collations" and compares as the unique key does.
+/// ENUM/SET compare with a bound name (or an ENUM index) as the column itself does.
 fn key_expr(source: &Column, target: &Column) -> Result<String> {
     let value = value_expr(source)?;
+    let text = source.charset.is_some() && !matches!(source.data_type.as_str(), "enum" | "set");
     match (&target.charset, &target.collation) {
-        (Some(cs), Some(coll)) if source.charset.is_some() => {
-            let safe = |s: &str| s.chars().all(|c| c.is_ascii_alphanumeric() || c == '_');
-            if !safe(cs) || !safe(coll) {
-                return Err(Error::refused(
-                    "charset",
-                    format!("column {} has collation {coll:?}", target.name),
-                    "report this as a bug",
-                ));
-            }
-            Ok(format!(
-                "{} = CONVERT({value} USING {cs}) COLLATE {coll}",
-                quote_ident(&target.name)
-            ))
-        }
+        (Some(cs), Some(coll)) if text => Ok(format!(
+            "{} = CONVERT({value} USING {}) COLLATE {}",
+            quote_ident(&target.name),
+            sql_word("charset", &target.name, cs)?,
+            sql_word("collation", &target.name, coll)?
+        )),
         _ => Ok(format!("{} = {value}", quote_ident(&target.name))),
     }
 }
@@ -131,13 +140,17 @@ pub struct Replayer {
 }
 
 impl Replayer {
-    pub fn new(
-        conn: Conn,
+    pub async fn new(
+        mut conn: Conn,
         source: &TableSchema,
         plan: &ShadowPlan,
         progress: Arc<Progress>,
         markers: watch::Sender<i64>,
     ) -> Result<Replayer> {
+        // Fewer gap locks on the shadow table: fewer deadlocks with the copy.
+        conn.query_drop("SET SESSION TRANSACTION ISOLATION LEVEL READ COMMITTED")
+            .await
+            .ctx(|| "replay session setup".to_string())?;
         Ok(Replayer {
             conn,
             stmts: Statements::new(source, plan)?,
@@ -203,28 +216,20 @@ impl Replayer {
         }
         let rows: u64 = counts.iter().sum();
         if !ops.is_empty() {
-            self.conn
-                .query_drop("BEGIN")
-                .await
-                .ctx(|| "replay: BEGIN".to_string())?;
-            let mut i = 0;
-            while i < ops.len() {
-                let upsert = matches!(ops[i], Op::Upsert(_));
-                let mut j = i;
-                while j < ops.len() && matches!(ops[j], Op::Upsert(_)) == upsert {
-                    j += 1;
+            // A deadlock with the copy rolls the batch back whole; replaying it is idempotent.
+            let mut attempt = 0;
+            loop {
+                match self.apply_ops(&ops).await {
+                    Ok(()) => break,
+                    Err(e) if e.is_transient_lock() && attempt < LOCK_RETRIES => {
+                        let _ = self.conn.query_drop("ROLLBACK").await;
+                        attempt += 1;
+                        debug!(attempt, "replay batch hit a deadlock; retrying");
+                        tokio::time::sleep(Duration::from_millis(5 * u64::from(attempt))).await;
+                    }
+                    Err(e) => return Err(e),
                 }
-                if upsert {
-                    self.upsert(&ops[i..j]).await?;
-                } else {
-                    self.delete(&ops[i..j]).await?;
-                }
-                i = j;
             }
-            self.conn
-                .query_drop("COMMIT")
-                .await
-                .ctx(|| "replay: COMMIT".to_string())?;
         }
         for kind in ChangeKind::ALL {
             self.progress.add_applied(kind, counts[kind as usize]);
@@ -245,6 +250,31 @@ impl Replayer {
             self.markers.send_replace(token);
         }
         Ok(())
+    }
+
+    async fn apply_ops(&mut self, ops: &[Op<'_>]) -> Result<()> {
+        self.conn
+            .query_drop("BEGIN")
+            .await
+            .ctx(|| "replay: BEGIN".to_string())?;
+        let mut i = 0;
+        while i < ops.len() {
+            let upsert = matches!(ops[i], Op::Upsert(_));
+            let mut j = i;
+            while j < ops.len() && matches!(ops[j], Op::Upsert(_)) == upsert {
+                j += 1;
+            }
+            if upsert {
+                self.upsert(&ops[i..j]).await?;
+            } else {
+                self.delete(&ops[i..j]).await?;
+            }
+            i = j;
+        }
+        self.conn
+            .query_drop("COMMIT")
+            .await
+            .ctx(|| "replay: COMMIT".to_string())
     }
 
     async fn upsert(&mut self, ops: &[Op<'_>]) -> Result<()> {

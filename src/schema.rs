@@ -65,6 +65,42 @@ impl TableSchema {
     }
 }
 
+impl Column {
+    /// A MariaDB `COMPRESSED` column (COLUMN_TYPE `varchar(100) /*M!100301 COMPRESSED*/`):
+    /// its binlog values are compressed in a format the decoder does not read.
+    pub fn is_compressed(&self) -> bool {
+        !matches!(self.data_type.as_str(), "enum" | "set")
+            && self
+                .column_type
+                .to_ascii_uppercase()
+                .contains(" COMPRESSED")
+    }
+}
+
+/// Whether COLUMN_TYPE says UNSIGNED. Only numeric types can be unsigned; an ENUM member may
+/// be called 'unsigned'.
+fn is_unsigned(data_type: &str, column_type: &str) -> bool {
+    !matches!(data_type, "enum" | "set")
+        && column_type
+            .to_ascii_lowercase()
+            .split_whitespace()
+            .any(|w| w == "unsigned")
+}
+
+/// Whether EXTRA marks a generated column: MariaDB and MySQL say `VIRTUAL GENERATED` or
+/// `STORED GENERATED` (older MariaDB `PERSISTENT GENERATED`). MySQL's `DEFAULT_GENERATED`
+/// marks an expression DEFAULT on an ordinary column, whose values must be copied.
+fn is_generated(extra: &str) -> bool {
+    let extra = extra.to_ascii_uppercase();
+    [
+        "VIRTUAL GENERATED",
+        "STORED GENERATED",
+        "PERSISTENT GENERATED",
+    ]
+    .iter()
+    .any(|g| extra.contains(g))
+}
+
 /// Reads a table's model; `None` if the table does not exist.
 pub async fn load(conn: &mut Conn, database: &str, table: &str) -> Result<Option<TableSchema>> {
     type ColumnRow = (
@@ -101,8 +137,8 @@ pub async fn load(conn: &mut Conn, database: &str, table: &str) -> Result<Option
                     Vec::new()
                 };
                 Column {
-                    unsigned: column_type.to_ascii_lowercase().contains("unsigned"),
-                    generated: extra.contains("GENERATED") || extra.contains("PERSISTENT"),
+                    unsigned: is_unsigned(&data_type, &column_type),
+                    generated: is_generated(&extra),
                     nullable: nullable == "YES",
                     name,
                     data_type,
@@ -194,5 +230,52 @@ mod tests {
             vec!["x,y", "it's", ""]
         );
         assert!(parse_members("int(11)").is_empty());
+        // As MariaDB 10.11 prints them: quotes doubled, backslashes escaped.
+        assert_eq!(
+            parse_members(r#"enum('a','it''s','x\\y','0','q"','😀')"#),
+            vec!["a", "it's", r"x\y", "0", "q\"", "😀"]
+        );
+    }
+
+    #[test]
+    fn unsigned_only_for_numbers() {
+        assert!(is_unsigned("int", "int(10) unsigned"));
+        assert!(is_unsigned("bigint", "bigint(20) unsigned zerofill"));
+        assert!(is_unsigned("decimal", "decimal(10,2) unsigned"));
+        assert!(!is_unsigned("int", "int(11)"));
+        assert!(!is_unsigned("enum", "enum('signed','unsigned')"));
+    }
+
+    #[test]
+    fn generated_columns_but_not_expression_defaults() {
+        assert!(is_generated("VIRTUAL GENERATED"));
+        assert!(is_generated("STORED GENERATED"));
+        assert!(is_generated("PERSISTENT GENERATED"));
+        assert!(!is_generated(""));
+        assert!(!is_generated("DEFAULT_GENERATED"));
+        assert!(!is_generated(
+            "DEFAULT_GENERATED on update CURRENT_TIMESTAMP"
+        ));
+        assert!(!is_generated("on update current_timestamp()"));
+        assert!(!is_generated("INVISIBLE"));
+    }
+
+    #[test]
+    fn compressed_columns() {
+        let col = |data_type: &str, column_type: &str| Column {
+            name: "c".into(),
+            data_type: data_type.into(),
+            column_type: column_type.into(),
+            unsigned: false,
+            charset: None,
+            collation: None,
+            nullable: true,
+            generated: false,
+            members: Vec::new(),
+        };
+        assert!(col("varchar", "varchar(100) /*M!100301 COMPRESSED*/").is_compressed());
+        assert!(col("blob", "blob /*M!100301 COMPRESSED*/").is_compressed());
+        assert!(!col("varchar", "varchar(100)").is_compressed());
+        assert!(!col("enum", "enum('a COMPRESSED')").is_compressed());
     }
 }

@@ -5,8 +5,9 @@
 //! applies the fix-ups measured in `shared/notes/mysql-mariadb-facts.md` at the source:
 //! unsigned integers from information_schema, sign-extended MEDIUMINT, negative TIME(1)/TIME(2),
 //! TIMESTAMP epochs turned into UTC text, YEAR 0, ENUM/SET as member names (so a reordered
-//! member list in the new schema still gets the right member), BIT as an integer. Temporal
-//! values become text so zero and partial dates survive.
+//! member list in the new schema still gets the right member), BIT as an integer, MariaDB's
+//! INET4/INET6/UUID as their text form. Temporal values become text so zero and partial dates
+//! survive.
 //!
 //! Invariant: a value is either decoded exactly or the row is refused with an error; never
 //! guessed.
@@ -58,6 +59,67 @@ enum Decode {
     Set(Vec<String>),
     Bit,
     Json,
+    /// MariaDB's fixed-size binary types: INET4, INET6, UUID.
+    Fixed(Fixed),
+}
+
+/// A MariaDB fixed binary type. The binlog logs it like a CHAR: a length byte, then the value
+/// in its in-memory (big-endian, unswapped) byte order with trailing zero bytes stripped
+/// (`'::'` and `'0.0.0.0'` arrive empty). Measured on MariaDB 10.11: even time-based UUIDs,
+/// which the server may store segment-swapped, arrive in their textual byte order.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Fixed {
+    Inet4,
+    Inet6,
+    Uuid,
+}
+
+impl Fixed {
+    fn of(data_type: &str) -> Option<Fixed> {
+        match data_type {
+            "inet4" => Some(Fixed::Inet4),
+            "inet6" => Some(Fixed::Inet6),
+            "uuid" => Some(Fixed::Uuid),
+            _ => None,
+        }
+    }
+
+    fn len(self) -> usize {
+        match self {
+            Fixed::Inet4 => 4,
+            Fixed::Inet6 | Fixed::Uuid => 16,
+        }
+    }
+
+    /// The value as the text the server parses back into the same value. Written as text
+    /// because a bound byte string in the session charset is parsed as text by these types
+    /// (raw bytes fail with ERROR 1292).
+    fn text(self, stripped: &[u8]) -> io::Result<Value> {
+        if stripped.len() > self.len() {
+            return Err(invalid(format!(
+                "{self:?} value of {} bytes, expected at most {}",
+                stripped.len(),
+                self.len()
+            )));
+        }
+        let mut b = [0u8; 16];
+        b[..stripped.len()].copy_from_slice(stripped);
+        let text = match self {
+            Fixed::Inet4 => std::net::Ipv4Addr::new(b[0], b[1], b[2], b[3]).to_string(),
+            Fixed::Inet6 => std::net::Ipv6Addr::from(b).to_string(),
+            Fixed::Uuid => {
+                let mut t = String::with_capacity(36);
+                for (i, byte) in b.iter().enumerate() {
+                    if matches!(i, 4 | 6 | 8 | 10) {
+                        t.push('-');
+                    }
+                    t.push_str(&format!("{byte:02x}"));
+                }
+                t
+            }
+        };
+        Ok(Value::Bytes(text.into_bytes()))
+    }
 }
 
 #[derive(Debug, Clone)]
@@ -140,6 +202,16 @@ impl TableDecoder {
                 ColumnType::MYSQL_TYPE_BIT => Decode::Bit,
                 ColumnType::MYSQL_TYPE_JSON => Decode::Json,
                 _ => Decode::Plain,
+            };
+            let how = match (Fixed::of(dt), ty) {
+                (None, _) => how,
+                (Some(kind), ColumnType::MYSQL_TYPE_STRING) => Decode::Fixed(kind),
+                (Some(_), _) => {
+                    return Err(format!(
+                        "column {} is {} in the table but binlog type {:?}",
+                        col.name, col.column_type, ty
+                    ))
+                }
             };
             // A type the table model disagrees with means the table changed under us.
             let expected_int =
@@ -330,6 +402,12 @@ impl ColumnDecoder {
                 Value::Bytes(b) => Value::Bytes(b),
                 other => other,
             },
+            Decode::Fixed(kind) => match self.plain(buf)? {
+                Value::Bytes(b) => kind.text(&b)?,
+                other => {
+                    return Err(invalid(format!("{kind:?} decoded as {other:?}")));
+                }
+            },
         })
     }
 }
@@ -426,7 +504,8 @@ mod tests {
         let int = (838 << 12) | (59 << 6) | 59;
         assert_eq!(text(time2_short(&enc(int, 90), 1)), "838:59:59.9");
         assert_eq!(
-            text(time2_short(&enc(-int - 1, 256 - 90), 1)),
+            // The stored fraction of a negative value is 0x100 - 90.
+            text(time2_short(&enc(-int - 1, 166), 1)),
             "-838:59:59.9"
         );
         assert_eq!(text(time2_short(&enc(-1, 0), 2)), "-00:00:01.00");

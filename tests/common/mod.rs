@@ -15,8 +15,19 @@ pub struct Db {
     pub pool: Pool,
 }
 
+/// Logs to the test output when SHADOWCUT_LOG is set (e.g. `SHADOWCUT_LOG=shadowcut=debug`).
+pub fn init_tracing() {
+    if let Ok(filter) = std::env::var("SHADOWCUT_LOG") {
+        let _ = tracing_subscriber::fmt()
+            .with_env_filter(tracing_subscriber::EnvFilter::new(filter))
+            .with_test_writer()
+            .try_init();
+    }
+}
+
 impl Db {
     pub fn start() -> Db {
+        init_tracing();
         let sandbox =
             Sandbox::start().expect("start a MariaDB sandbox (is mariadb-server installed?)");
         let pool = Pool::new(sandbox.url().as_str());

@@ -1,0 +1,608 @@
+//! `bench`: the server's own `ALTER TABLE .. ALGORITHM=COPY` against a shadowcut migration of
+//! the same change, on the same server, on identical sysbench-shaped tables, idle and under a
+//! sysbench write load. See docs/benchmark.md.
+//!
+//! Per mode: load `sbtest.sbtest1` (N rows), copy it to a fresh identical table, time the
+//! server's ALTER on `sbtest1` (with the writers running, if any), put the fresh copy in its
+//! place, time shadowcut's migration of the same change (writers running again), verify.
+
+#[path = "bench/data.rs"]
+mod data;
+#[path = "bench/writers.rs"]
+mod writers;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context};
+use clap::{Parser, ValueEnum};
+use mysql_async::Conn;
+use shadowcut::conn::ConnSettings;
+use shadowcut::migration::{self, Controls, MigrationOptions, MigrationSpec};
+use shadowcut::progress::{Observer, Progress};
+use shadowcut::sandbox::{Sandbox, SandboxOptions};
+use shadowcut::state::Step;
+
+use data::Loader;
+use writers::{Load, Target, WriterReport, Writers};
+
+#[derive(Parser)]
+#[command(
+    name = "bench",
+    about = "Times the server's ALTER TABLE .. ALGORITHM=COPY against shadowcut's migration of \
+             the same change, idle and under sysbench write loads"
+)]
+struct Args {
+    /// Rows in the sysbench-shaped table.
+    #[arg(long, default_value_t = 1_000_000)]
+    rows: u64,
+    /// Which load to run the two migrations under.
+    #[arg(long, value_enum, default_value_t = ModeArg::All)]
+    mode: ModeArg,
+    /// shadowcut's rows per copy chunk.
+    #[arg(long, default_value_t = MigrationOptions::default().chunk_size)]
+    chunk_size: u64,
+    /// Use a server you started yourself on 127.0.0.1:PORT (root, no password, ROW binlog)
+    /// instead of starting a sandbox. Its `sbtest` database is DROPPED and re-created.
+    #[arg(long)]
+    port: Option<u16>,
+    /// InnoDB buffer pool of the bench's own sandbox, in MiB.
+    #[arg(long, default_value_t = 1024)]
+    buffer_pool_mb: u32,
+    /// Transactions per second of the `rate` mode.
+    #[arg(long, default_value_t = 200)]
+    rate: u32,
+    /// sysbench threads in the `rate` and `unthrottled` modes.
+    #[arg(long, default_value_t = 2)]
+    threads: u32,
+    /// Seconds the writers run before each timed migration (their baseline) and after it.
+    #[arg(long, default_value_t = 3)]
+    warmup_secs: u64,
+    /// Runs every mode this many times (the machine may be noisy).
+    #[arg(long, default_value_t = 1)]
+    repeat: u32,
+    /// How the table is loaded.
+    #[arg(long, value_enum, default_value_t = Loader::Sequence)]
+    loader: Loader,
+    /// Exit with status 1 when a target is missed (idle ratio > 2.0, writer errors under
+    /// shadowcut), not only when a run fails or its verification does.
+    #[arg(long)]
+    check: bool,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum ModeArg {
+    Idle,
+    Rate,
+    Unthrottled,
+    All,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Mode {
+    Idle,
+    Rate,
+    Unthrottled,
+}
+
+impl Mode {
+    fn name(self) -> &'static str {
+        match self {
+            Mode::Idle => "idle",
+            Mode::Rate => "rate",
+            Mode::Unthrottled => "unthrottled",
+        }
+    }
+
+    fn load(self, args: &Args) -> Option<Load> {
+        match self {
+            Mode::Idle => None,
+            Mode::Rate => Some(Load {
+                threads: args.threads,
+                rate: args.rate,
+            }),
+            Mode::Unthrottled => Some(Load {
+                threads: args.threads,
+                rate: 0,
+            }),
+        }
+    }
+}
+
+const IDLE_RATIO_TARGET: f64 = 2.0;
+
+/// Time spent in each step of the migration, in order.
+#[derive(Debug, Clone, Default)]
+struct Phases(Vec<(Step, Duration)>);
+
+/// Collects every copied chunk's duration.
+#[derive(Default)]
+struct ChunkTimes(Mutex<Vec<(u64, Duration)>>);
+
+impl Observer for ChunkTimes {
+    fn chunk_copied(&self, rows: u64, took: Duration) {
+        self.0.lock().unwrap().push((rows, took));
+    }
+}
+
+struct ShadowcutRun {
+    took: Duration,
+    phases: Phases,
+    chunks: Vec<(u64, Duration)>,
+    stall: Duration,
+}
+
+struct ModeResult {
+    label: String,
+    mode: Mode,
+    rows: u64,
+    load: Duration,
+    alter: Duration,
+    shadowcut: ShadowcutRun,
+    alter_writers: Option<WriterReport>,
+    shadowcut_writers: Option<WriterReport>,
+    verified: String,
+}
+
+impl ModeResult {
+    fn ratio(&self) -> f64 {
+        self.shadowcut.took.as_secs_f64() / self.alter.as_secs_f64()
+    }
+}
+
+fn main() -> ExitCode {
+    let args = Args::parse();
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("SHADOWCUT_LOG")
+                .unwrap_or_else(|_| "shadowcut=warn".into()),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    match bench(args) {
+        Ok(true) => ExitCode::SUCCESS,
+        Ok(false) => ExitCode::FAILURE,
+        Err(e) => {
+            eprintln!("bench: error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// Returns whether every run passed (and, with --check, met the targets).
+fn bench(args: Args) -> anyhow::Result<bool> {
+    if args.rows == 0 {
+        bail!("--rows must be at least 1");
+    }
+    let probe = MigrationOptions {
+        chunk_size: args.chunk_size,
+        ..MigrationOptions::default()
+    };
+    if let Err(e) = probe.validate() {
+        bail!("{e}");
+    }
+    let modes: Vec<Mode> = match args.mode {
+        ModeArg::Idle => vec![Mode::Idle],
+        ModeArg::Rate => vec![Mode::Rate],
+        ModeArg::Unthrottled => vec![Mode::Unthrottled],
+        ModeArg::All => vec![Mode::Idle, Mode::Rate, Mode::Unthrottled],
+    };
+    let needs_sysbench = args.loader == Loader::Sysbench || modes.iter().any(|m| *m != Mode::Idle);
+    let sysbench = if needs_sysbench {
+        Some(writers::find_sysbench()?)
+    } else {
+        None
+    };
+
+    // Declared before the runtime so that it outlives every task using it.
+    let sandbox;
+    let port = match args.port {
+        Some(3306) => bail!(
+            "refusing port 3306: the bench drops and re-creates the sbtest database; \
+             point it at a throwaway server you started yourself, or let it start its own"
+        ),
+        Some(p) => p,
+        None => {
+            eprintln!(
+                "starting a sandbox MariaDB (buffer pool {} MiB)...",
+                args.buffer_pool_mb
+            );
+            sandbox = Sandbox::start_with(SandboxOptions {
+                buffer_pool_mb: args.buffer_pool_mb,
+                ..SandboxOptions::default()
+            })
+            .context("starting the sandbox server")?;
+            eprintln!(
+                "sandbox on 127.0.0.1:{} (error log {})",
+                sandbox.port(),
+                sandbox.error_log().display()
+            );
+            sandbox.port()
+        }
+    };
+    let settings = ConnSettings {
+        host: "127.0.0.1".to_string(),
+        port,
+        user: "root".to_string(),
+        password: None,
+    };
+
+    let runtime = tokio::runtime::Runtime::new().context("starting the runtime")?;
+    let results = runtime.block_on(async {
+        tokio::select! {
+            r = run_all(&args, &modes, &settings, sysbench.as_ref()) => r,
+            _ = tokio::signal::ctrl_c() => bail!(
+                "interrupted{}",
+                if args.port.is_some() {
+                    "; the sbtest database may hold shadowcut's helper tables"
+                } else {
+                    ""
+                }
+            ),
+        }
+    })?;
+    drop(runtime);
+
+    print_results(&args, &results);
+    let mut ok = true;
+    if args.check {
+        for r in &results {
+            if r.mode == Mode::Idle && r.ratio() > IDLE_RATIO_TARGET {
+                ok = false;
+            }
+            if let Some(w) = &r.shadowcut_writers {
+                if w.errors > 0 || w.died.is_some() {
+                    ok = false;
+                }
+            }
+        }
+    }
+    Ok(ok)
+}
+
+async fn run_all(
+    args: &Args,
+    modes: &[Mode],
+    settings: &ConnSettings,
+    sysbench: Option<&PathBuf>,
+) -> anyhow::Result<Vec<ModeResult>> {
+    let mut results = Vec::new();
+    for round in 1..=args.repeat {
+        for &mode in modes {
+            let label = if args.repeat > 1 {
+                format!("{} #{round}", mode.name())
+            } else {
+                mode.name().to_string()
+            };
+            let r = run_mode(args, mode, settings, sysbench, &label)
+                .await
+                .with_context(|| format!("mode {label}"))?;
+            eprintln!(
+                "[{label}] ALTER COPY {:.2} s, shadowcut {:.2} s, ratio {:.2}",
+                r.alter.as_secs_f64(),
+                r.shadowcut.took.as_secs_f64(),
+                r.ratio()
+            );
+            results.push(r);
+        }
+    }
+    Ok(results)
+}
+
+async fn admin(settings: &ConnSettings) -> anyhow::Result<Conn> {
+    // A long lock wait: the server's ALTER may queue behind the writers' transactions.
+    Ok(settings.connect_with_lock_wait("the bench", 3600).await?)
+}
+
+async fn start_writers(
+    args: &Args,
+    mode: Mode,
+    port: u16,
+    sysbench: Option<&PathBuf>,
+    label: &str,
+) -> anyhow::Result<Option<Writers>> {
+    let Some(load) = mode.load(args) else {
+        return Ok(None);
+    };
+    let sysbench = sysbench.expect("sysbench was found for the write modes");
+    let target = Target {
+        port,
+        database: data::DATABASE.to_string(),
+        table_size: args.rows,
+    };
+    let w = Writers::start(sysbench, &target, load).await?;
+    eprintln!(
+        "[{label}] writers running ({} threads, rate {}); warming up {} s",
+        load.threads,
+        if load.rate == 0 {
+            "unthrottled".to_string()
+        } else {
+            format!("{}/s", load.rate)
+        },
+        args.warmup_secs
+    );
+    tokio::time::sleep(Duration::from_secs(args.warmup_secs)).await;
+    Ok(Some(w))
+}
+
+async fn stop_writers(
+    writers: Option<Writers>,
+    window: (Instant, Instant),
+    cooldown: Duration,
+) -> Option<WriterReport> {
+    let w = writers?;
+    tokio::time::sleep(cooldown).await;
+    Some(w.stop(window.0, window.1).await)
+}
+
+async fn run_mode(
+    args: &Args,
+    mode: Mode,
+    settings: &ConnSettings,
+    sysbench: Option<&PathBuf>,
+    label: &str,
+) -> anyhow::Result<ModeResult> {
+    let mut conn = admin(settings).await?;
+    let cooldown = Duration::from_secs(args.warmup_secs.min(2));
+    data::reset_database(&mut conn).await?;
+    eprintln!(
+        "[{label}] loading {} rows ({:?})...",
+        args.rows, args.loader
+    );
+    let load = data::load(
+        &mut conn,
+        args.loader,
+        sysbench.map(|p| p.as_path()),
+        settings.port,
+        args.rows,
+    )
+    .await?;
+    let copy = data::make_fresh_copy(&mut conn).await?;
+    eprintln!(
+        "[{label}] loaded in {:.1} s, fresh copy made in {:.1} s",
+        load.as_secs_f64(),
+        copy.as_secs_f64()
+    );
+
+    // The server's own ALTER.
+    let writers = start_writers(args, mode, settings.port, sysbench, label).await?;
+    eprintln!("[{label}] server ALTER TABLE .. ALGORITHM=COPY...");
+    let started = Instant::now();
+    data::server_alter(&mut conn).await?;
+    let alter_end = Instant::now();
+    let alter = alter_end - started;
+    let alter_writers = stop_writers(writers, (started, alter_end), cooldown).await;
+    let expected_checksum = if mode == Mode::Idle {
+        data::checksum(&mut conn).await?
+    } else {
+        None
+    };
+    data::swap_in_fresh_copy(&mut conn).await?;
+
+    // shadowcut's migration of the same change on the fresh copy.
+    let writers = start_writers(args, mode, settings.port, sysbench, label).await?;
+    eprintln!(
+        "[{label}] shadowcut migration (chunk size {})...",
+        args.chunk_size
+    );
+    let started = Instant::now();
+    let run = run_shadowcut(args, settings).await;
+    let sc_end = Instant::now();
+    let shadowcut_writers = stop_writers(writers, (started, sc_end), cooldown).await;
+    let shadowcut = run?;
+    let verified = data::verify(&mut conn, args.rows, expected_checksum).await?;
+    let _ = conn.disconnect().await;
+    Ok(ModeResult {
+        label: label.to_string(),
+        mode,
+        rows: args.rows,
+        load,
+        alter,
+        shadowcut,
+        alter_writers,
+        shadowcut_writers,
+        verified,
+    })
+}
+
+async fn run_shadowcut(args: &Args, settings: &ConnSettings) -> anyhow::Result<ShadowcutRun> {
+    let spec = MigrationSpec {
+        settings: settings.clone(),
+        database: data::DATABASE.to_string(),
+        table: data::TABLE.to_string(),
+        alter: data::ALTER_CLAUSE.to_string(),
+        options: MigrationOptions {
+            chunk_size: args.chunk_size,
+            keep_old_table: false,
+            ..MigrationOptions::default()
+        },
+    };
+    let (controls, _tuning) = Controls::unattended(&spec.options);
+    let chunks = Arc::new(ChunkTimes::default());
+    let progress = Progress::new(chunks.clone());
+    let started = Instant::now();
+    let mut task = tokio::spawn(migration::run(spec, controls, progress.clone()));
+    let mut steps: Vec<(Step, Instant)> = Vec::new();
+    let mut tick = tokio::time::interval(Duration::from_millis(5));
+    let result = loop {
+        tokio::select! {
+            r = &mut task => break r,
+            _ = tick.tick() => {
+                let step = progress.status().step;
+                if steps.last().map(|(s, _)| *s) != Some(step) {
+                    steps.push((step, Instant::now()));
+                }
+            }
+        }
+    };
+    let end = Instant::now();
+    let took = end - started;
+    let outcome = result
+        .context("the migration task panicked")?
+        .context("the shadowcut migration failed")?;
+    let mut phases = Vec::new();
+    for (i, (step, at)) in steps.iter().enumerate() {
+        if matches!(step, Step::Pending | Step::Done) {
+            continue;
+        }
+        let next = steps.get(i + 1).map(|(_, t)| *t).unwrap_or(end);
+        phases.push((*step, next - *at));
+    }
+    let chunks = std::mem::take(&mut *chunks.0.lock().unwrap());
+    Ok(ShadowcutRun {
+        took,
+        phases: Phases(phases),
+        chunks,
+        stall: outcome.stall,
+    })
+}
+
+fn secs(d: Duration) -> String {
+    format!("{:.2}", d.as_secs_f64())
+}
+
+fn step_name(step: Step) -> &'static str {
+    match step {
+        Step::Pending => "pending",
+        Step::Inspecting => "inspect",
+        Step::CreatingShadow => "shadow",
+        Step::Copying => "copy",
+        Step::CatchingUp => "catch-up",
+        Step::WaitingForCutover => "wait",
+        Step::SwappingTables => "swap",
+        Step::CleaningUp => "cleanup",
+        Step::Done => "done",
+    }
+}
+
+fn print_results(args: &Args, results: &[ModeResult]) {
+    println!();
+    println!(
+        "shadowcut bench: ADD COLUMN c2 INT NOT NULL DEFAULT 0, ADD INDEX k2 (c2); chunk size {}; \
+         writers: sysbench oltp_write_only, {} threads (rate mode: {}/s)",
+        args.chunk_size, args.threads, args.rate
+    );
+    println!();
+    println!(
+        "{:<16} {:>9} {:>8} {:>13} {:>12} {:>6}   {:>17}   {:>20}",
+        "mode",
+        "rows",
+        "load s",
+        "ALTER COPY s",
+        "shadowcut s",
+        "ratio",
+        "writer errors",
+        "writer tps"
+    );
+    println!(
+        "{:<16} {:>9} {:>8} {:>13} {:>12} {:>6}   {:>17}   {:>20}",
+        "", "", "", "", "", "", "ALTER / shadowcut", "base > ALTER | scut"
+    );
+    for r in results {
+        let (errors, tps) = match (&r.alter_writers, &r.shadowcut_writers) {
+            (Some(a), Some(s)) => (
+                format!("{} / {}", a.errors, s.errors),
+                format!(
+                    "{:.0} > {:.0} | {:.0}",
+                    (a.baseline_tps + s.baseline_tps) / 2.0,
+                    a.window_tps,
+                    s.window_tps
+                ),
+            ),
+            _ => ("-".to_string(), "-".to_string()),
+        };
+        println!(
+            "{:<16} {:>9} {:>8} {:>13} {:>12} {:>6.2}   {:>17}   {:>20}",
+            r.label,
+            r.rows,
+            format!("{:.1}", r.load.as_secs_f64()),
+            secs(r.alter),
+            secs(r.shadowcut.took),
+            r.ratio(),
+            errors,
+            tps
+        );
+    }
+
+    println!();
+    println!("Details");
+    for r in results {
+        let name = &r.label;
+        let sc = &r.shadowcut;
+        let phases: Vec<String> = sc
+            .phases
+            .0
+            .iter()
+            .map(|(s, d)| format!("{} {}", step_name(*s), secs(*d)))
+            .collect();
+        let chunk_total: Duration = sc.chunks.iter().map(|(_, d)| *d).sum();
+        let chunk_max = sc.chunks.iter().map(|(_, d)| *d).max().unwrap_or_default();
+        println!(
+            "  {name}: shadowcut phases (s): {}; cut-over stall {} ms",
+            phases.join(", "),
+            sc.stall.as_millis()
+        );
+        if !sc.chunks.is_empty() {
+            println!(
+                "  {name}: {} chunks, {:.1} ms mean, {:.1} ms max ({:.0} rows/s while copying)",
+                sc.chunks.len(),
+                chunk_total.as_secs_f64() * 1000.0 / sc.chunks.len() as f64,
+                chunk_max.as_secs_f64() * 1000.0,
+                sc.chunks.iter().map(|(n, _)| *n).sum::<u64>() as f64
+                    / chunk_total.as_secs_f64().max(1e-9)
+            );
+        }
+        for (what, w) in [
+            ("ALTER COPY", &r.alter_writers),
+            ("shadowcut ", &r.shadowcut_writers),
+        ] {
+            let Some(w) = w else { continue };
+            println!(
+                "  {name}: writers during {what}: {:.0} tps before, {:.0} tps during, {} s with \
+                 no commit, worst 1-s p95 latency {:.0} ms, {} errors, {} reconnects",
+                w.baseline_tps, w.window_tps, w.zero_tps_secs, w.max_p95_ms, w.errors, w.reconnects
+            );
+            for m in &w.messages {
+                println!("  {name}:   writer error: {m}");
+            }
+            if let Some(d) = &w.died {
+                println!("  {name}:   {d}");
+            }
+        }
+        println!("  {name}: verified: {}", r.verified);
+    }
+
+    println!();
+    for r in results {
+        if r.mode == Mode::Idle {
+            let ok = r.ratio() <= IDLE_RATIO_TARGET;
+            println!(
+                "target idle ratio <= {IDLE_RATIO_TARGET}: {:.2} {}",
+                r.ratio(),
+                if ok { "met" } else { "MISSED" }
+            );
+        }
+        if r.mode == Mode::Unthrottled {
+            if let Some(w) = &r.shadowcut_writers {
+                let ok = w.errors == 0 && w.died.is_none();
+                println!(
+                    "target zero writer errors under unthrottled writes: {} {}",
+                    w.errors,
+                    if ok { "met" } else { "MISSED" }
+                );
+            }
+        }
+    }
+    if results.iter().any(|r| {
+        r.alter_writers
+            .as_ref()
+            .is_some_and(|w| w.zero_tps_secs > 0)
+    }) {
+        println!(
+            "note: the server's ALGORITHM=COPY blocks writers for most of its run (they queue on \
+             the table's metadata lock): see 's with no commit' above"
+        );
+    }
+}

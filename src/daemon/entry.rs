@@ -1,0 +1,409 @@
+//! One migration the daemon knows: either live (started by this process, steered through its
+//! controls, reporting through its [`Progress`]) or history (a [`Record`] loaded from a
+//! target's store, always in a terminal state).
+//!
+//! Invariants: the engine owns the state of a live migration (this module reads it from the
+//! progress and never moves it, except `Queued -> Cancelled` for a migration that never
+//! started, which the registry does under its lock); the API view, the stored record and the
+//! metrics sample are all derived from the same reads, so they agree.
+
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Instant, SystemTime};
+
+use tokio::sync::watch;
+use tokio_util::sync::CancellationToken;
+
+use super::metrics::{Labels, Metrics, Sample};
+use super::model::{rfc3339, MigrationView};
+use super::store::Record;
+use crate::copy::CopyTuning;
+use crate::migration::{Controls, MigrationOptions};
+use crate::progress::{ChangeKind, Progress};
+use crate::state::{State, Step};
+use crate::throttle::{Switch, Throttle};
+
+/// Reason shown while an operator paused the migration.
+pub const PAUSE_REASON: &str = "paused by operator";
+
+/// The handles that steer a live migration.
+pub struct Live {
+    pub progress: Arc<Progress>,
+    pub pause: Switch,
+    pub throttle: Throttle,
+    pub cancel: CancellationToken,
+    pub cutover_go: watch::Sender<bool>,
+    pub tuning: watch::Sender<CopyTuning>,
+}
+
+impl Live {
+    /// Controls for the engine, subscribed to these handles.
+    pub fn controls(&self) -> Controls {
+        Controls {
+            cancel: self.cancel.clone(),
+            throttle: self.throttle.clone(),
+            cutover_go: self.cutover_go.subscribe(),
+            tuning: self.tuning.subscribe(),
+        }
+    }
+}
+
+/// What changes over an entry's life, behind one short-held lock.
+#[derive(Default)]
+struct Mutable {
+    options: MigrationOptions,
+    /// Set when the daemon stopped the migration (shutdown), with the message to show.
+    interrupted: Option<String>,
+    cancel_requested: bool,
+    /// When the migration ended (for metric retention).
+    finished: Option<Instant>,
+    /// Its metric series were dropped.
+    forgotten: bool,
+    last_sample: Sample,
+    /// Copy rate in rows/s (moving average) and the point it was last updated from.
+    rate: f64,
+    rate_point: Option<(Instant, u64)>,
+    /// State and time of the last successful save.
+    saved: Option<(State, Instant)>,
+}
+
+pub struct Entry {
+    pub id: String,
+    pub target: String,
+    pub database: String,
+    pub table: String,
+    pub alter: String,
+    pub created_at: SystemTime,
+    pub idempotency_key: Option<String>,
+    pub fingerprint: Option<String>,
+    pub labels: Labels,
+    kind: Kind,
+    m: Mutex<Mutable>,
+}
+
+enum Kind {
+    Live(Box<Live>),
+    /// Loaded from a store; always terminal.
+    History(Box<Record>),
+}
+
+/// Fields of a new live entry.
+pub struct NewEntry {
+    pub id: String,
+    pub target: String,
+    pub database: String,
+    pub table: String,
+    pub alter: String,
+    pub options: MigrationOptions,
+    pub idempotency_key: Option<String>,
+    pub fingerprint: Option<String>,
+}
+
+impl Entry {
+    /// A live entry, queued, obeying `global` besides its own pause switch.
+    pub fn new_live(n: NewEntry, global: &Switch, metrics: &Metrics) -> Entry {
+        let labels = Labels {
+            id: n.id.clone(),
+            database: n.database.clone(),
+            table: n.table.clone(),
+        };
+        let pause = Switch::default();
+        let throttle = Throttle::new()
+            .with_source("manual", &pause)
+            .with_source("global", global);
+        let live = Live {
+            progress: Progress::new(Arc::new(metrics.observer(&labels))),
+            pause,
+            throttle,
+            cancel: CancellationToken::new(),
+            cutover_go: watch::channel(!n.options.postpone_cutover).0,
+            tuning: watch::channel(CopyTuning {
+                chunk_size: n.options.chunk_size,
+            })
+            .0,
+        };
+        Entry {
+            id: n.id,
+            target: n.target,
+            database: n.database,
+            table: n.table,
+            alter: n.alter,
+            created_at: SystemTime::now(),
+            idempotency_key: n.idempotency_key,
+            fingerprint: n.fingerprint,
+            labels,
+            kind: Kind::Live(Box::new(live)),
+            m: Mutex::new(Mutable {
+                options: n.options,
+                ..Mutable::default()
+            }),
+        }
+    }
+
+    /// A history entry.
+    pub fn from_record(r: Record) -> Entry {
+        Entry {
+            id: r.id.clone(),
+            target: r.target.clone(),
+            database: r.database.clone(),
+            table: r.table.clone(),
+            alter: r.alter.clone(),
+            created_at: r.created_at,
+            idempotency_key: r.idempotency_key.clone(),
+            fingerprint: r.request_fingerprint.clone(),
+            labels: Labels {
+                id: r.id.clone(),
+                database: r.database.clone(),
+                table: r.table.clone(),
+            },
+            m: Mutex::new(Mutable {
+                options: r.options.clone(),
+                saved: Some((r.state, Instant::now())),
+                forgotten: true,
+                ..Mutable::default()
+            }),
+            kind: Kind::History(Box::new(r)),
+        }
+    }
+
+    fn lock(&self) -> MutexGuard<'_, Mutable> {
+        // Plain data: a panic elsewhere cannot leave it inconsistent.
+        self.m.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    pub fn live(&self) -> Option<&Live> {
+        match &self.kind {
+            Kind::Live(l) => Some(l),
+            Kind::History(_) => None,
+        }
+    }
+
+    pub fn state(&self) -> State {
+        match &self.kind {
+            Kind::Live(l) => l.progress.state(),
+            Kind::History(r) => r.state,
+        }
+    }
+
+    pub fn options(&self) -> MigrationOptions {
+        self.lock().options.clone()
+    }
+
+    pub fn set_options(&self, options: MigrationOptions) {
+        self.lock().options = options;
+    }
+
+    pub fn mark_cancel_requested(&self) {
+        self.lock().cancel_requested = true;
+    }
+
+    pub fn cancel_requested(&self) -> bool {
+        self.lock().cancel_requested
+    }
+
+    pub fn mark_interrupted(&self, message: &str) {
+        self.lock().interrupted = Some(message.to_string());
+    }
+
+    /// Records the end (once), for metric retention.
+    pub fn mark_finished(&self) {
+        let mut m = self.lock();
+        if m.finished.is_none() {
+            m.finished = Some(Instant::now());
+        }
+    }
+
+    /// Whether the entry finished more than `retention` ago and still has metric series.
+    pub fn metrics_expired(&self, retention: std::time::Duration) -> bool {
+        let m = self.lock();
+        !m.forgotten && m.finished.is_some_and(|f| f.elapsed() >= retention)
+    }
+
+    pub fn mark_forgotten(&self) {
+        self.lock().forgotten = true;
+    }
+
+    /// Whether a save is due: the state changed since the last one, or `every` passed.
+    pub fn save_due(&self, every: std::time::Duration) -> bool {
+        let state = self.state();
+        match self.lock().saved {
+            None => true,
+            Some((s, at)) => s != state || (!state.is_terminal() && at.elapsed() >= every),
+        }
+    }
+
+    pub fn mark_saved(&self, state: State) {
+        self.lock().saved = Some((state, Instant::now()));
+    }
+
+    /// The record to store.
+    pub fn record(&self) -> Record {
+        let live = match &self.kind {
+            Kind::Live(l) => l,
+            Kind::History(r) => return (**r).clone(),
+        };
+        let m = self.lock();
+        let p = &live.progress;
+        let st = p.status();
+        Record {
+            id: self.id.clone(),
+            target: self.target.clone(),
+            database: self.database.clone(),
+            table: self.table.clone(),
+            alter: self.alter.clone(),
+            options: m.options.clone(),
+            state: st.state,
+            error: m.interrupted.clone().or(st.error),
+            rows_copied: Progress::get(&p.rows_copied),
+            rows_estimate: Progress::get(&p.rows_estimate),
+            cutover_attempts: Progress::get(&p.cutover_attempts),
+            shadow_table: st.shadow_table,
+            old_table: st.old_table,
+            idempotency_key: self.idempotency_key.clone(),
+            request_fingerprint: self.fingerprint.clone(),
+            interrupted: m.interrupted.is_some(),
+            created_at: self.created_at,
+            started_at: st.started_at,
+            finished_at: st.finished_at,
+        }
+    }
+
+    /// The live numbers the record does not hold.
+    fn sample_now(&self, live: &Live) -> Sample {
+        let p = &live.progress;
+        Sample {
+            rows_copied: Progress::get(&p.rows_copied),
+            rows_estimate: Progress::get(&p.rows_estimate),
+            progress_ratio: p.percent() / 100.0,
+            applied: ChangeKind::ALL.map(|k| p.applied(k)),
+            replay_lag_seconds: p.replay_lag().map(|d| d.as_secs_f64()),
+            backlog: Progress::get(&p.backlog_events),
+            chunk_size: Progress::get(&p.chunk_size),
+            throttled: live.throttle.is_throttled(),
+            state: Some(p.state()),
+            cutover_attempts: Progress::get(&p.cutover_attempts),
+        }
+    }
+
+    /// Takes a sample: mirrors it into `metrics` (unless the series were dropped) and updates
+    /// the copy rate.
+    pub fn sample(&self, metrics: &Metrics) {
+        let Some(live) = self.live() else { return };
+        let now = self.sample_now(live);
+        let mut m = self.lock();
+        if !m.forgotten {
+            metrics.record(&self.labels, &m.last_sample, &now);
+        }
+        let t = Instant::now();
+        if let Some((at, rows)) = m.rate_point {
+            let dt = t.duration_since(at).as_secs_f64();
+            if dt > 0.05 {
+                let instant = now.rows_copied.saturating_sub(rows) as f64 / dt;
+                m.rate = if m.rate == 0.0 {
+                    instant
+                } else {
+                    0.7 * m.rate + 0.3 * instant
+                };
+                m.rate_point = Some((t, now.rows_copied));
+            }
+        } else {
+            m.rate_point = Some((t, now.rows_copied));
+        }
+        m.last_sample = now;
+    }
+
+    /// The API view.
+    pub fn view(&self) -> MigrationView {
+        let r = self.record();
+        let m = self.lock();
+        let (step, paused, throttled, reason, lag, backlog, chunk, cutover_go, progress) =
+            match self.live() {
+                Some(l) => {
+                    let p = &l.progress;
+                    let reasons = l.throttle.reasons();
+                    let chunk = Progress::get(&p.chunk_size);
+                    (
+                        Some(p.status().step),
+                        l.pause.reason().is_some(),
+                        !reasons.is_empty(),
+                        (!reasons.is_empty()).then(|| reasons.join("; ")),
+                        p.replay_lag()
+                            .map(|d| (d.as_secs_f64() * 1000.0).round() / 1000.0),
+                        Progress::get(&p.backlog_events),
+                        if chunk == 0 {
+                            m.options.chunk_size
+                        } else {
+                            chunk
+                        },
+                        *l.cutover_go.borrow(),
+                        p.percent(),
+                    )
+                }
+                None => {
+                    let pct = match r.state {
+                        State::Completed => 100.0,
+                        _ if r.rows_estimate > 0 => {
+                            (r.rows_copied as f64 * 100.0 / r.rows_estimate as f64).min(99.9)
+                        }
+                        _ => 0.0,
+                    };
+                    let go = !r.options.postpone_cutover;
+                    (
+                        None,
+                        false,
+                        false,
+                        None,
+                        None,
+                        0,
+                        r.options.chunk_size,
+                        go,
+                        pct,
+                    )
+                }
+            };
+        let eta = match (r.state, step) {
+            (State::Completed, _) => Some(0),
+            (State::Running, Some(Step::Copying)) if m.rate > 1.0 => {
+                Some((r.rows_estimate.saturating_sub(r.rows_copied) as f64 / m.rate).ceil() as u64)
+            }
+            _ => None,
+        };
+        MigrationView {
+            id: r.id,
+            target: r.target,
+            database: r.database,
+            table: r.table,
+            alter: r.alter,
+            state: r.state.as_str().to_string(),
+            step: step.map(step_name),
+            paused,
+            throttled,
+            throttle_reason: reason,
+            rows_copied: r.rows_copied,
+            rows_estimate: r.rows_estimate,
+            progress: (progress * 10.0).round() / 10.0,
+            eta_seconds: eta,
+            replay_lag_seconds: lag,
+            backlog_events: backlog,
+            chunk_size: chunk,
+            cutover_attempts: r.cutover_attempts,
+            cutover_requested: r.options.postpone_cutover && cutover_go,
+            cancel_requested: m.cancel_requested,
+            interrupted: r.interrupted,
+            error: r.error,
+            created_at: rfc3339(r.created_at),
+            started_at: r.started_at.map(rfc3339),
+            finished_at: r.finished_at.map(rfc3339),
+            options: r.options,
+            shadow_table: r.shadow_table,
+            old_table: r.old_table,
+        }
+    }
+}
+
+/// The step's API name (its serde name).
+fn step_name(step: Step) -> String {
+    serde_json::to_value(step)
+        .ok()
+        .and_then(|v| v.as_str().map(String::from))
+        .unwrap_or_else(|| format!("{step:?}"))
+}
