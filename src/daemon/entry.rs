@@ -275,7 +275,10 @@ impl Entry {
             rows_estimate: Progress::get(&p.rows_estimate),
             progress_ratio: p.percent() / 100.0,
             applied: ChangeKind::ALL.map(|k| p.applied(k)),
-            replay_lag_seconds: p.replay_lag().map(|d| d.as_secs_f64()),
+            // A finished migration has no lag (its heartbeat only gets older).
+            replay_lag_seconds: (!p.state().is_terminal())
+                .then(|| p.replay_lag().map(|d| d.as_secs_f64()))
+                .flatten(),
             backlog: Progress::get(&p.backlog_events),
             chunk_size: Progress::get(&p.chunk_size),
             throttled: live.throttle.is_throttled(),
@@ -327,6 +330,7 @@ impl Entry {
                         !reasons.is_empty(),
                         (!reasons.is_empty()).then(|| reasons.join("; ")),
                         p.replay_lag()
+                            .filter(|_| !r.state.is_terminal())
                             .map(|d| (d.as_secs_f64() * 1000.0).round() / 1000.0),
                         Progress::get(&p.backlog_events),
                         if chunk == 0 {
