@@ -232,6 +232,23 @@ async fn failed(handle: &mut JoinHandle<Result<()>>, what: &str) -> Error {
     }
 }
 
+/// The first failure of the tail or the replay. A replay that ended cleanly did so because
+/// the tail closed its channel: the tail's outcome is the one to report.
+async fn first_failure(
+    tail: &mut JoinHandle<Result<()>>,
+    replay: &mut JoinHandle<Result<()>>,
+) -> Error {
+    let replay_ended = tokio::select! {
+        e = failed(tail, "binlog tail") => return e,
+        r = replay => r,
+    };
+    match replay_ended {
+        Ok(Ok(())) => failed(tail, "binlog tail").await,
+        Ok(Err(e)) => e,
+        Err(e) => Error::Binlog(format!("the replay panicked: {e}")),
+    }
+}
+
 /// Runs `fut` unless the tail or the replay fails first.
 async fn watched<T>(
     fut: impl std::future::Future<Output = Result<T>>,
@@ -240,8 +257,7 @@ async fn watched<T>(
 ) -> Result<T> {
     tokio::select! {
         r = fut => r,
-        e = failed(tail, "binlog tail") => Err(e),
-        e = failed(replay, "replay") => Err(e),
+        e = first_failure(tail, replay) => Err(e),
     }
 }
 
@@ -314,9 +330,15 @@ async fn migrate(
         info!("copy done and replay caught up; waiting for the cut-over go");
         let mut go = controls.cutover_go.clone();
         let wait = async {
+            let go_given = async {
+                // Nobody left to give the go: wait for a cancel instead of guessing.
+                if go.wait_for(|g| *g).await.is_err() {
+                    std::future::pending::<()>().await;
+                }
+            };
             tokio::select! {
                 _ = controls.cancel.cancelled() => Err(Error::Cancelled),
-                r = go.wait_for(|g| *g) => r.map(|_| ()).map_err(|_| Error::Cancelled),
+                _ = go_given => Ok(()),
             }
         };
         watched(wait, &mut tail, &mut replay).await?;
