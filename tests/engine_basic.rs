@@ -52,3 +52,52 @@ async fn adds_column_and_index_keeps_rows_and_archives_old_table() {
         before
     );
 }
+
+#[tokio::test]
+async fn long_and_uppercase_names_renames_and_dropping_the_old_table() {
+    let db = Db::start();
+    db.exec("CREATE DATABASE app").await;
+    let long = "t".repeat(40) + &"x".repeat(24); // 64 characters, MySQL's limit
+    assert_eq!(long.len(), 64);
+    for name in [long.as_str(), "Users"] {
+        db.exec(&format!("CREATE TABLE app.`{name}` (id INT PRIMARY KEY, a INT NOT NULL, gone INT, v INT AS (a * 2) VIRTUAL)")).await;
+        db.exec(&format!(
+            "INSERT INTO app.`{name}` (id, a, gone) SELECT seq, seq + 1, seq FROM app.seq_1_to_300"
+        ))
+        .await;
+        let opts = MigrationOptions {
+            allow_renamed_columns: true,
+            keep_old_table: false,
+            chunk_size: 64,
+            ..Default::default()
+        };
+        let (r, _) = db
+            .migrate(
+                "app",
+                name,
+                "CHANGE COLUMN a a_renamed INT NOT NULL, DROP COLUMN gone",
+                opts,
+            )
+            .await;
+        let outcome = r.unwrap_or_else(|e| panic!("{name}: {e}"));
+        assert_eq!(outcome.old_table, None);
+        let rows = dump(
+            &db,
+            &format!("app.`{name}`"),
+            &["id", "a_renamed", "v"],
+            "id",
+        )
+        .await;
+        assert_eq!(rows.len(), 300);
+        // Data carried over the rename; the generated column recomputed from it.
+        assert_eq!(
+            rows[9],
+            vec![Some("A".into()), Some("B".into()), Some("16".into())]
+        );
+    }
+    let mut tables = db.tables("app").await;
+    tables.sort();
+    let mut expected = vec!["Users".to_string(), long.clone()];
+    expected.sort();
+    assert_eq!(tables, expected, "old tables dropped, no helper left");
+}
