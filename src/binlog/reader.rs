@@ -123,6 +123,30 @@ struct Tail<'a> {
     pending_changelog: Vec<(u64, i64)>,
 }
 
+/// Verifies an event's CRC32, which mysql_common strips but does not check. Events before the
+/// format description and artificial ones (the fake first ROTATE) are not checksummed usably.
+fn verify_checksum(event: &Event, fde_seen: bool, file: &str) -> Result<()> {
+    let artificial = event.header().flags_raw() & 0x0020 != 0;
+    if !fde_seen || artificial {
+        return Ok(());
+    }
+    let alg = event.footer().get_checksum_alg().ok().flatten();
+    if alg != Some(BinlogChecksumAlg::BINLOG_CHECKSUM_ALG_CRC32) {
+        return Ok(());
+    }
+    if let Some(sum) = event.checksum() {
+        let expected = u32::from_le_bytes(sum);
+        let actual = event.calc_checksum(BinlogChecksumAlg::BINLOG_CHECKSUM_ALG_CRC32);
+        if expected != actual {
+            return Err(Error::Binlog(format!(
+                "checksum mismatch in {file} before position {}: the binlog or the network corrupted an event; the migration stopped, start it again",
+                event.header().log_pos()
+            )));
+        }
+    }
+    Ok(())
+}
+
 async fn tail(cfg: &TailConfig, tx: &mpsc::Sender<Item>, progress: &Progress) -> Result<()> {
     use futures_util::StreamExt;
 
@@ -174,32 +198,9 @@ impl Tail<'_> {
         }
     }
 
-    fn verify_checksum(&self, event: &Event) -> Result<()> {
-        let artificial = event.header().flags_raw() & 0x0020 != 0;
-        if !self.fde_seen || artificial {
-            return Ok(());
-        }
-        let alg = event.footer().get_checksum_alg().ok().flatten();
-        if alg != Some(BinlogChecksumAlg::BINLOG_CHECKSUM_ALG_CRC32) {
-            return Ok(());
-        }
-        if let Some(sum) = event.checksum() {
-            let expected = u32::from_le_bytes(sum);
-            let actual = event.calc_checksum(BinlogChecksumAlg::BINLOG_CHECKSUM_ALG_CRC32);
-            if expected != actual {
-                return Err(Error::Binlog(format!(
-                    "checksum mismatch in {} before position {}: the binlog or the network corrupted an event; the migration stopped, start it again",
-                    self.file,
-                    event.header().log_pos()
-                )));
-            }
-        }
-        Ok(())
-    }
-
     /// Handles one event; `Ok(false)` when the replay side has gone away.
     async fn handle(&mut self, event: &Event) -> Result<bool> {
-        self.verify_checksum(event)?;
+        verify_checksum(event, self.fde_seen, &self.file)?;
         let header = event.header();
         let ty = header.event_type_raw();
         match ty {
@@ -392,5 +393,49 @@ impl Tail<'_> {
             .backlog_events
             .fetch_add(rows, Ordering::Relaxed);
         self.tx.send(item).await.is_ok()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use mysql_common::binlog::consts::BinlogVersion;
+    use mysql_common::binlog::events::{BinlogEventFooter, FormatDescriptionEvent};
+
+    use super::*;
+
+    /// An XID event (type 16) with the given trailing checksum bytes.
+    fn xid_event(fde: &FormatDescriptionEvent<'_>, checksum: [u8; 4]) -> Event {
+        let mut bytes = Vec::new();
+        bytes.extend_from_slice(&1_700_000_000u32.to_le_bytes()); // timestamp
+        bytes.push(XID);
+        bytes.extend_from_slice(&1u32.to_le_bytes()); // server id
+        bytes.extend_from_slice(&31u32.to_le_bytes()); // event size: 19 + 8 + 4
+        bytes.extend_from_slice(&1234u32.to_le_bytes()); // log pos
+        bytes.extend_from_slice(&0u16.to_le_bytes()); // flags
+        bytes.extend_from_slice(&42u64.to_le_bytes()); // xid
+        bytes.extend_from_slice(&checksum);
+        Event::read(fde, &bytes[..]).expect("well-formed event")
+    }
+
+    #[test]
+    fn detects_a_corrupted_event() {
+        let fde = FormatDescriptionEvent::new(BinlogVersion::Version4).with_footer(
+            BinlogEventFooter::new(BinlogChecksumAlg::BINLOG_CHECKSUM_ALG_CRC32),
+        );
+        let probe = xid_event(&fde, [0; 4]);
+        let good = probe
+            .calc_checksum(BinlogChecksumAlg::BINLOG_CHECKSUM_ALG_CRC32)
+            .to_le_bytes();
+        assert!(verify_checksum(&xid_event(&fde, good), true, "binlog.000001").is_ok());
+        let mut bad = good;
+        bad[0] ^= 0x01;
+        let err = verify_checksum(&xid_event(&fde, bad), true, "binlog.000001").unwrap_err();
+        assert!(
+            err.to_string()
+                .contains("checksum mismatch in binlog.000001 before position 1234"),
+            "{err}"
+        );
+        // Before the format description nothing can be checked.
+        assert!(verify_checksum(&xid_event(&fde, bad), false, "binlog.000001").is_ok());
     }
 }
