@@ -9,7 +9,7 @@ use mysql_async::Conn;
 
 use crate::error::{DbContext, Error, Result};
 use crate::flavor::ServerVersion;
-use crate::schema::{self, TableSchema};
+use crate::schema::{self, Column, TableSchema};
 
 /// What preflight learned, handed to the later steps.
 #[derive(Debug, Clone)]
@@ -200,6 +200,19 @@ pub async fn inspect(conn: &mut Conn, database: &str, table: &str) -> Result<Ins
                 "remove the COMPRESSED attribute first (ALTER TABLE .. MODIFY) or use the server's own ALTER TABLE for this table",
             ));
         }
+        if let Some(member) = unknowable_member(col) {
+            return Err(Error::refused(
+                "column_type",
+                format!(
+                    "column {} is {} and information_schema shows its member {member:?} with a '?': \
+                     MariaDB and MySQL show characters outside the Basic Multilingual Plane (emoji) \
+                     in ENUM/SET members as '?', so shadowcut cannot know the member's real name \
+                     to replay it",
+                    col.name, col.column_type
+                ),
+                "rename the member to one without such characters first (ALTER TABLE .. MODIFY), or use the server's own ALTER TABLE for this table",
+            ));
+        }
         if !REPLAYABLE_TYPES.contains(&col.data_type.as_str()) {
             return Err(Error::refused(
                 "column_type",
@@ -238,6 +251,23 @@ pub async fn inspect(conn: &mut Conn, database: &str, table: &str) -> Result<Ins
     })
 }
 
+/// An ENUM/SET member whose name information_schema may have mangled: its metadata is
+/// utf8mb3, so a character outside the BMP (possible only in these charsets) shows as '?'. A
+/// real '?' looks the same; refusing it too is the price of never writing the wrong member.
+fn unknowable_member(col: &Column) -> Option<&str> {
+    let wide = matches!(
+        col.charset.as_deref(),
+        Some("utf8mb4" | "utf16" | "utf16le" | "utf32")
+    );
+    if !wide || !matches!(col.data_type.as_str(), "enum" | "set") {
+        return None;
+    }
+    col.members
+        .iter()
+        .find(|m| m.contains('?'))
+        .map(String::as_str)
+}
+
 /// Whether a table exists (for helper-name collision checks).
 pub async fn table_exists(conn: &mut Conn, database: &str, table: &str) -> Result<bool> {
     let n: Option<u64> = conn
@@ -248,4 +278,43 @@ pub async fn table_exists(conn: &mut Conn, database: &str, table: &str) -> Resul
         .await
         .ctx(|| format!("looking up {database}.{table}"))?;
     Ok(n.unwrap_or(0) > 0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn col(data_type: &str, charset: &str, members: &[&str]) -> Column {
+        Column {
+            name: "e".into(),
+            data_type: data_type.into(),
+            column_type: String::new(),
+            unsigned: false,
+            charset: Some(charset.into()),
+            collation: None,
+            nullable: true,
+            generated: false,
+            members: members.iter().map(|m| m.to_string()).collect(),
+        }
+    }
+
+    #[test]
+    fn question_marks_in_wide_enum_members_are_unknowable() {
+        assert_eq!(
+            unknowable_member(&col("enum", "utf8mb4", &["a", "?"])),
+            Some("?")
+        );
+        assert_eq!(
+            unknowable_member(&col("set", "utf16", &["x?y"])),
+            Some("x?y")
+        );
+        assert_eq!(
+            unknowable_member(&col("enum", "utf8mb4", &["a", "é"])),
+            None
+        );
+        // latin1 and utf8mb3 cannot hold such characters: a '?' there is a '?'.
+        assert_eq!(unknowable_member(&col("enum", "latin1", &["?"])), None);
+        assert_eq!(unknowable_member(&col("enum", "utf8mb3", &["?"])), None);
+        assert_eq!(unknowable_member(&col("varchar", "utf8mb4", &[])), None);
+    }
 }

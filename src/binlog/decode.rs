@@ -513,6 +513,25 @@ mod tests {
     }
 
     #[test]
+    fn mariadb_fixed_types_become_text_with_stripped_zeros_restored() {
+        assert_eq!(text(Fixed::Inet4.text(&[]).unwrap()), "0.0.0.0");
+        assert_eq!(text(Fixed::Inet4.text(&[10, 1, 2]).unwrap()), "10.1.2.0");
+        assert_eq!(text(Fixed::Inet6.text(&[]).unwrap()), "::");
+        assert_eq!(text(Fixed::Inet6.text(&[0xfe, 0x80]).unwrap()), "fe80::");
+        let mapped = [0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff, 1, 2, 3, 4];
+        assert_eq!(text(Fixed::Inet6.text(&mapped).unwrap()), "::ffff:1.2.3.4");
+        assert_eq!(
+            text(
+                Fixed::Uuid
+                    .text(&[0x6c, 0xcd, 0x78, 0x0c, 0xba, 0xba, 0x10, 0x26, 0x95])
+                    .unwrap()
+            ),
+            "6ccd780c-baba-1026-9500-000000000000"
+        );
+        assert!(Fixed::Inet4.text(&[1, 2, 3, 4, 5]).is_err());
+    }
+
+    #[test]
     fn timestamps_become_utc_text() {
         let v = timestamp_text(Value::Bytes(b"1709294400.250000".to_vec()), 6).unwrap();
         assert_eq!(text(v), "2024-03-01 12:00:00.250000");
