@@ -128,24 +128,39 @@ pub struct Outcome {
 /// shadow table, which is dropped again. The daemon uses it to answer a start request with
 /// the right error before queueing the migration.
 pub async fn preflight(spec: &MigrationSpec) -> Result<()> {
+    let mut conn = spec.settings.connect("preflight").await?;
+    let prepared = prepare(spec, &mut conn, |_| {}).await;
+    let dropped = match &prepared {
+        Ok((_, plan)) => shadow::drop_helpers(&mut conn, &spec.database, &plan.names).await,
+        Err(_) => Ok(()),
+    };
+    let _ = conn.disconnect().await;
+    prepared.and(dropped)
+}
+
+/// Validates, inspects and creates the shadow table: the steps a start and a preflight share.
+async fn prepare(
+    spec: &MigrationSpec,
+    conn: &mut mysql_async::Conn,
+    on_step: impl Fn(Step),
+) -> Result<(inspect::Inspection, ShadowPlan)> {
+    on_step(Step::Inspecting);
     spec.options
         .validate()
         .map_err(|e| Error::refused("options", e, "fix the option and try again"))?;
     let alter = alter::validate(&spec.alter)?;
-    let mut conn = spec.settings.connect("preflight").await?;
-    let insp = inspect::inspect(&mut conn, &spec.database, &spec.table).await?;
+    let insp = inspect::inspect(conn, &spec.database, &spec.table).await?;
+    on_step(Step::CreatingShadow);
     let names = HelperNames::for_table(&spec.table, &utc_stamp())?;
     let plan = shadow::create(
-        &mut conn,
+        conn,
         &insp,
         &alter,
         spec.options.allow_renamed_columns,
         names,
     )
     .await?;
-    let dropped = shadow::drop_helpers(&mut conn, &spec.database, &plan.names).await;
-    let _ = conn.disconnect().await;
-    dropped
+    Ok((insp, plan))
 }
 
 /// Runs the migration to its end and records the end state in `progress`.
@@ -186,27 +201,14 @@ async fn run_inner(
     progress
         .move_to(State::Running)
         .map_err(|e| Error::Cutover(e.to_string()))?;
-    progress.set_step(Step::Inspecting);
-    let alter = alter::validate(&spec.alter)?;
-    let mut conn = spec.settings.connect("inspection").await?;
-    let insp = inspect::inspect(&mut conn, &spec.database, &spec.table).await?;
-    progress
-        .rows_estimate
-        .store(insp.rows_estimate, std::sync::atomic::Ordering::Relaxed);
     if controls.cancel.is_cancelled() {
         return Err(Error::Cancelled);
     }
-
-    progress.set_step(Step::CreatingShadow);
-    let names = HelperNames::for_table(&spec.table, &utc_stamp())?;
-    let plan = shadow::create(
-        &mut conn,
-        &insp,
-        &alter,
-        spec.options.allow_renamed_columns,
-        names,
-    )
-    .await?;
+    let mut conn = spec.settings.connect("inspection").await?;
+    let (insp, plan) = prepare(spec, &mut conn, |step| progress.set_step(step)).await?;
+    progress
+        .rows_estimate
+        .store(insp.rows_estimate, std::sync::atomic::Ordering::Relaxed);
     progress.update(|s| s.shadow_table = Some(plan.names.shadow.clone()));
     info!(shadow = %plan.names.shadow, key = ?plan.key.source, "shadow table created");
 
