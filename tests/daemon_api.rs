@@ -132,7 +132,10 @@ async fn errors_auth_idempotency_options_and_throttle() {
     db.exec("INSERT INTO app.u SELECT seq, seq FROM app.seq_1_to_100")
         .await;
     let before = dump(&db, "app.t", &["id", "k", "c"], "id").await;
-    let d = Daemon::start(&config_text(db.sandbox.port(), ""), Some("s3cret-token"));
+    let d = Daemon::start(
+        &config_text(db.sandbox.port(), "[limits]\nmetrics_retention_secs = 2"),
+        Some("s3cret-token"),
+    );
 
     // Open routes need no token; the rest do.
     let (s, v) = d.call_with("GET", "/healthz", None, None, &[]).await;
@@ -472,11 +475,58 @@ async fn errors_auth_idempotency_options_and_throttle() {
     let (s, v) = d.call("DELETE", "/v1/throttle", None).await;
     assert_eq!((s, v["active"].as_bool()), (200, Some(false)));
 
+    // The CLI client drives the same API.
+    let cli = |args: &[&str], token: &str| {
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_shadowcut"))
+            .args(args)
+            .env("SHADOWCUT_ADDR", format!("http://{}", d.addr))
+            .env("SHADOWCUT_API_TOKEN", token)
+            .output()
+            .unwrap();
+        let text = |b: &[u8]| String::from_utf8_lossy(b).into_owned();
+        (out.status.success(), text(&out.stdout), text(&out.stderr))
+    };
+    let (ok, out, err) = cli(&["migrations", "show", &id2, "--follow"], "s3cret-token");
+    assert!(ok, "{err}");
+    assert!(
+        out.contains(&format!("[{}] 100.0%", "#".repeat(30))),
+        "{out}"
+    );
+    assert!(out.contains(&format!("{id2}  completed  app.u")), "{out}");
+    let (ok, out, _) = cli(
+        &["migrations", "list", "--state", "cancelled"],
+        "s3cret-token",
+    );
+    assert!(ok && out.contains(&id) && !out.contains(&id2), "{out}");
+    let (ok, _, err) = cli(&["migrations", "pause", &id2], "s3cret-token");
+    assert!(
+        !ok && err.contains("409") && err.contains("wrong_state"),
+        "{err}"
+    );
+    let (ok, _, err) = cli(&["migrations", "list"], "bad-token");
+    assert!(!ok && err.contains("unauthorized"), "{err}");
+    let (ok, out, _) = cli(
+        &["throttle", "on", "--reason", "maintenance", "--for", "60"],
+        "s3cret-token",
+    );
+    assert!(
+        ok && out.starts_with("global throttle ON: maintenance"),
+        "{out}"
+    );
+    assert_eq!(
+        d.call("GET", "/v1/throttle", None).await.1["reason"],
+        "maintenance"
+    );
+    let (ok, out, _) = cli(&["throttle", "off"], "s3cret-token");
+    assert!(ok && out.trim() == "global throttle off", "{out}");
+    let (ok, out, _) = cli(&["throttle", "status"], "s3cret-token");
+    assert!(ok && out.trim() == "global throttle off", "{out}");
+
     // HTTP metrics count by route and status.
     let m = d.metrics().await;
     assert!(
         m.contains(
-            r#"shadowcut_http_requests_total{method="GET",route="/v1/migrations",status="401"} 2"#
+            r#"shadowcut_http_requests_total{method="GET",route="/v1/migrations",status="401"} 3"#
         ),
         "{m}"
     );
@@ -488,4 +538,8 @@ async fn errors_auth_idempotency_options_and_throttle() {
         !d.log().contains("s3cret-token"),
         "the token is never logged"
     );
+    // Finished migrations' series are dropped after the retention (2 s here); the totals stay.
+    assert!(!m.contains(&format!("id=\"{id2}\"")), "{m}");
+    assert!(!m.contains(&format!("id=\"{id}\"")));
+    assert!(m.contains("shadowcut_migrations{state=\"completed\"} 1"));
 }

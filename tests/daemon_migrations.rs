@@ -325,6 +325,13 @@ async fn pause_resume_postpone_and_cutover() {
     })
     .await;
 
+    let v = d
+        .wait_for(&id, 10, "an ETA", |v| {
+            v["eta_seconds"].is_u64() || v["state"] != "running"
+        })
+        .await;
+    assert!(v["eta_seconds"].as_u64() < Some(3600), "{v}");
+
     // A live chunk size is in effect within a second.
     let (s, _) = d
         .call(

@@ -64,6 +64,8 @@ struct Mutable {
     rate_point: Option<(Instant, u64)>,
     /// State and time of the last successful save.
     saved: Option<(State, Instant)>,
+    /// After a failed save, the next periodic try waits until then (no log flood).
+    retry_at: Option<Instant>,
 }
 
 pub struct Entry {
@@ -225,14 +227,24 @@ impl Entry {
     /// Whether a save is due: the state changed since the last one, or `every` passed.
     pub fn save_due(&self, every: std::time::Duration) -> bool {
         let state = self.state();
-        match self.lock().saved {
+        let m = self.lock();
+        if m.retry_at.is_some_and(|t| Instant::now() < t) {
+            return false;
+        }
+        match m.saved {
             None => true,
             Some((s, at)) => s != state || (!state.is_terminal() && at.elapsed() >= every),
         }
     }
 
     pub fn mark_saved(&self, state: State) {
-        self.lock().saved = Some((state, Instant::now()));
+        let mut m = self.lock();
+        m.saved = Some((state, Instant::now()));
+        m.retry_at = None;
+    }
+
+    pub fn mark_save_failed(&self, retry_in: std::time::Duration) {
+        self.lock().retry_at = Some(Instant::now() + retry_in);
     }
 
     /// The record to store.

@@ -20,14 +20,15 @@ use serde_json::{Map, Value};
 use tokio_util::sync::CancellationToken;
 use tracing::{info, info_span, warn, Instrument};
 
+mod actions;
+
 use super::config::{Config, Target};
-use super::entry::{Entry, NewEntry, PAUSE_REASON};
+use super::entry::{Entry, NewEntry};
 use super::metrics::Metrics;
 use super::model::StartRequest;
 use super::store::{Record, Store};
 use super::throttle::GlobalThrottle;
 use crate::clock::now_micros;
-use crate::copy::CopyTuning;
 use crate::migration::{self, MigrationOptions, MigrationSpec};
 use crate::state::State;
 
@@ -76,6 +77,7 @@ pub enum RegistryError {
     Engine(#[from] crate::Error),
 }
 
+/// (target, database, table).
 type TableKey = (String, String, String);
 
 enum KeySlot {
@@ -432,129 +434,11 @@ impl Registry {
         let record = entry.record();
         match store.save(&record).await {
             Ok(()) => entry.mark_saved(record.state),
-            Err(e) => warn!(id = %entry.id, error = %e, "could not save the migration record"),
-        }
-    }
-
-    fn live_entry(&self, id: &str) -> Result<Arc<Entry>, RegistryError> {
-        let e = self.get(id)?;
-        if e.live().is_none() || e.state().is_terminal() {
-            return Err(RegistryError::WrongState(format!(
-                "migration {id} is {}: the action needs an active migration",
-                e.state()
-            )));
-        }
-        Ok(e)
-    }
-
-    pub fn pause(&self, id: &str) -> Result<Arc<Entry>, RegistryError> {
-        let e = self.live_entry(id)?;
-        if let Some(l) = e.live() {
-            l.pause.set(Some(PAUSE_REASON.to_string()));
-        }
-        info!(id, "paused");
-        Ok(e)
-    }
-
-    pub fn resume(&self, id: &str) -> Result<Arc<Entry>, RegistryError> {
-        let e = self.live_entry(id)?;
-        if let Some(l) = e.live() {
-            l.pause.set(None);
-        }
-        info!(id, "resumed");
-        Ok(e)
-    }
-
-    pub fn cutover(&self, id: &str) -> Result<Arc<Entry>, RegistryError> {
-        let e = self.live_entry(id)?;
-        let state = e.state();
-        if !e.options().postpone_cutover {
-            return Err(RegistryError::WrongState(format!(
-                "migration {id} cuts over by itself (postpone_cutover is false)"
-            )));
-        }
-        if !matches!(state, State::Queued | State::Running | State::Postponed) {
-            return Err(RegistryError::WrongState(format!(
-                "migration {id} is {state}: the cut-over was already given"
-            )));
-        }
-        if let Some(l) = e.live() {
-            l.cutover_go.send_replace(true);
-        }
-        info!(id, "cut-over allowed");
-        Ok(e)
-    }
-
-    pub async fn cancel(self: &Arc<Self>, id: &str) -> Result<Arc<Entry>, RegistryError> {
-        let e = self.live_entry(id)?;
-        if e.state() == State::CuttingOver {
-            return Err(RegistryError::WrongState(format!(
-                "migration {id} is cutting over and can no longer be cancelled"
-            )));
-        }
-        let never_started = {
-            let mut inner = self.lock();
-            let queued = inner
-                .queues
-                .get_mut(&e.target)
-                .and_then(|q| q.iter().position(|x| *x == e.id).map(|i| q.remove(i)));
-            if queued.is_some() {
-                if let Some(l) = e.live() {
-                    let _ = l.progress.move_to(State::Cancelled);
-                }
-                let key = (e.target.clone(), e.database.clone(), e.table.clone());
-                inner.tables.remove(&key);
-            }
-            queued.is_some()
-        };
-        e.mark_cancel_requested();
-        if let Some(l) = e.live() {
-            l.cancel.cancel();
-        }
-        info!(id, never_started, "cancel requested");
-        if never_started {
-            e.mark_finished();
-            e.sample(&self.metrics);
-            self.save(&e).await;
-        }
-        Ok(e)
-    }
-
-    /// Applies live option changes.
-    pub async fn patch(
-        &self,
-        id: &str,
-        changes: &Map<String, Value>,
-    ) -> Result<Arc<Entry>, RegistryError> {
-        let e = self.live_entry(id)?;
-        if e.state() == State::CuttingOver {
-            return Err(RegistryError::WrongState(format!(
-                "migration {id} is cutting over: options can no longer change"
-            )));
-        }
-        let current = e.options();
-        let next = merge_options(&current, changes).map_err(RegistryError::InvalidOptions)?;
-        let (before, after) = (
-            serde_json::to_value(&current).unwrap_or_default(),
-            serde_json::to_value(&next).unwrap_or_default(),
-        );
-        for k in changes.keys() {
-            if !LIVE_OPTIONS.contains(&k.as_str()) && before.get(k) != after.get(k) {
-                return Err(RegistryError::OptionNotLive(k.clone()));
+            Err(e) => {
+                warn!(id = %entry.id, error = %e, "could not save the migration record; retrying later");
+                entry.mark_save_failed(Duration::from_secs(5));
             }
         }
-        e.set_options(next.clone());
-        if let Some(l) = e.live() {
-            l.tuning.send_replace(CopyTuning {
-                chunk_size: next.chunk_size,
-            });
-            if current.postpone_cutover != next.postpone_cutover {
-                l.cutover_go.send_replace(!next.postpone_cutover);
-            }
-        }
-        info!(id, options = ?changes, "options changed");
-        self.save(&e).await;
-        Ok(e)
     }
 
     /// Adds a target's stored history. Records a previous process left active (it died) are
