@@ -225,16 +225,21 @@ async fn locked_swap(
         // Hand over only once B is queued on the table's metadata lock.
         let deadline = Instant::now() + plan.lock_timeout;
         loop {
+            let check = rename_waiting(monitor, b_id);
+            tokio::pin!(check);
             tokio::select! {
                 r = &mut rename => {
                     rename_resolved = true;
+                    // Let the monitor's query finish: a query future dropped half-way leaves
+                    // its connection unusable, and the cleanup needs the monitor.
+                    let _ = check.await;
                     // B finished while A still holds t: it can only have failed.
                     return Err(match r {
                         Ok(()) => Error::Cutover("RENAME completed while the table was locked".to_string()),
                         Err(e) => lock_error("RENAME", e),
                     });
                 }
-                waiting = rename_waiting(monitor, b_id) => {
+                waiting = &mut check => {
                     if waiting? {
                         break;
                     }
