@@ -29,7 +29,10 @@ use crate::progress::Progress;
 use crate::replay::Replayer;
 use crate::shadow::{self, HelperNames, ShadowPlan};
 use crate::state::{State, Step};
-use crate::throttle::Throttle;
+use crate::throttle::{
+    spawn_probes, validate_query, PeakWindow, ProbeContext, ProbeSwitches, Throttle,
+    ThrottleSettings,
+};
 
 /// Options of one migration. Field names are part of the HTTP API.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -44,6 +47,39 @@ pub struct MigrationOptions {
     pub max_lag_millis: Option<u64>,
     pub max_load: BTreeMap<String, u64>,
     pub critical_load: BTreeMap<String, u64>,
+    /// Consecutive `critical_load` hits before acting.
+    pub critical_load_hits: u32,
+    /// `fail` (default) or `pause`.
+    pub critical_load_action: CriticalLoadAction,
+    /// Windows during which the migration pauses, in addition to the target's.
+    pub peak_windows: Vec<PeakWindow>,
+    /// A single SELECT; a non-zero first value throttles.
+    pub throttle_query: Option<String>,
+    /// An http:// URL; anything but a 2xx answer within a second throttles.
+    pub check_url: Option<String>,
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum CriticalLoadAction {
+    #[default]
+    Fail,
+    Pause,
+}
+
+impl From<&MigrationOptions> for ThrottleSettings {
+    fn from(o: &MigrationOptions) -> ThrottleSettings {
+        ThrottleSettings {
+            max_lag_millis: o.max_lag_millis,
+            max_load: o.max_load.clone(),
+            critical_load: o.critical_load.clone(),
+            critical_load_hits: o.critical_load_hits,
+            critical_load_pause: o.critical_load_action == CriticalLoadAction::Pause,
+            peak_windows: o.peak_windows.clone(),
+            throttle_query: o.throttle_query.clone(),
+            check_url: o.check_url.clone(),
+        }
+    }
 }
 
 impl Default for MigrationOptions {
@@ -58,6 +94,11 @@ impl Default for MigrationOptions {
             max_lag_millis: None,
             max_load: BTreeMap::new(),
             critical_load: BTreeMap::new(),
+            critical_load_hits: 3,
+            critical_load_action: CriticalLoadAction::Fail,
+            peak_windows: Vec::new(),
+            throttle_query: None,
+            check_url: None,
         }
     }
 }
@@ -73,6 +114,20 @@ impl MigrationOptions {
         }
         if !(1..=100).contains(&self.cutover_attempts) {
             return Err("cutover_attempts must be between 1 and 100".into());
+        }
+        if !(1..=1000).contains(&self.critical_load_hits) {
+            return Err("critical_load_hits must be between 1 and 1000".into());
+        }
+        for w in &self.peak_windows {
+            w.validate()?;
+        }
+        if let Some(q) = &self.throttle_query {
+            validate_query(q)?;
+        }
+        if let Some(u) = &self.check_url {
+            if !u.starts_with("http://") {
+                return Err("check_url must be an http:// URL".into());
+            }
         }
         Ok(())
     }
@@ -234,32 +289,43 @@ async fn failed(handle: &mut JoinHandle<Result<()>>, what: &str) -> Error {
     }
 }
 
-/// The first failure of the tail or the replay. A replay that ended cleanly did so because
-/// the tail closed its channel: the tail's outcome is the one to report.
-async fn first_failure(
-    tail: &mut JoinHandle<Result<()>>,
-    replay: &mut JoinHandle<Result<()>>,
-) -> Error {
-    let replay_ended = tokio::select! {
-        e = failed(tail, "binlog tail") => return e,
-        r = replay => r,
-    };
-    match replay_ended {
-        Ok(Ok(())) => failed(tail, "binlog tail").await,
-        Ok(Err(e)) => e,
-        Err(e) => Error::Binlog(format!("the replay panicked: {e}")),
-    }
+/// The background tasks whose failure must stop the migration.
+struct Workers {
+    tail: JoinHandle<Result<()>>,
+    replay: JoinHandle<Result<()>>,
+    /// Ends only when cancelled (Ok) or when critical load fails the migration.
+    probes: JoinHandle<Result<()>>,
 }
 
-/// Runs `fut` unless the tail or the replay fails first.
-async fn watched<T>(
-    fut: impl std::future::Future<Output = Result<T>>,
-    tail: &mut JoinHandle<Result<()>>,
-    replay: &mut JoinHandle<Result<()>>,
-) -> Result<T> {
-    tokio::select! {
-        r = fut => r,
-        e = first_failure(tail, replay) => Err(e),
+impl Workers {
+    /// The first failure. A replay that ended cleanly did so because the tail closed its
+    /// channel: the tail's outcome is the one to report.
+    async fn first_failure(&mut self) -> Error {
+        let probes = async {
+            match (&mut self.probes).await {
+                Ok(Ok(())) => std::future::pending().await,
+                Ok(Err(e)) => e,
+                Err(e) => Error::Binlog(format!("the throttle probes panicked: {e}")),
+            }
+        };
+        let replay_ended = tokio::select! {
+            e = failed(&mut self.tail, "binlog tail") => return e,
+            e = probes => return e,
+            r = &mut self.replay => r,
+        };
+        match replay_ended {
+            Ok(Ok(())) => failed(&mut self.tail, "binlog tail").await,
+            Ok(Err(e)) => e,
+            Err(e) => Error::Binlog(format!("the replay panicked: {e}")),
+        }
+    }
+
+    /// Runs `fut` unless a worker fails first.
+    async fn watch<T>(&mut self, fut: impl std::future::Future<Output = Result<T>>) -> Result<T> {
+        tokio::select! {
+            r = fut => r,
+            e = self.first_failure() => Err(e),
+        }
     }
 }
 
@@ -278,7 +344,7 @@ async fn migrate(
     let (tx, rx) = mpsc::channel(64);
     let (marker_tx, marker_rx) = watch::channel(0i64);
     let server_id = 1_000_000_000 + (now_micros() as u32 % 1_000_000_000);
-    let mut tail = spawn_tail(
+    let tail = spawn_tail(
         TailConfig {
             settings: spec.settings.clone(),
             version: insp.version,
@@ -294,7 +360,7 @@ async fn migrate(
     let replay_conn = spec.settings.connect("replay").await?;
     let replayer =
         Replayer::new(replay_conn, &insp.schema, plan, progress.clone(), marker_tx).await?;
-    let mut replay = replayer.spawn(rx, tasks.child_token());
+    let replay = replayer.spawn(rx, tasks.child_token());
     let _heartbeat = spawn_heartbeat(
         spec.settings.clone(),
         db.clone(),
@@ -302,27 +368,47 @@ async fn migrate(
         tasks.child_token(),
     );
 
+    // The probes read the changelog's heartbeat on replicas, so they start after it exists.
+    let switches = ProbeSwitches::default();
+    let gate = switches.add_to(controls.throttle.clone());
+    progress.set_throttle(gate.clone());
+    let settings = controls
+        .throttle
+        .settings()
+        .unwrap_or_else(|| watch::channel(ThrottleSettings::from(&spec.options)).1);
+    let probes = spawn_probes(
+        ProbeContext {
+            primary: spec.settings.clone(),
+            version: insp.version,
+            replicas: controls.throttle.replicas().to_vec(),
+            database: db.clone(),
+            changelog: plan.names.changelog.clone(),
+        },
+        settings,
+        switches,
+        None,
+        tasks.child_token(),
+    );
+
+    let mut workers = Workers {
+        tail,
+        replay,
+        probes,
+    };
+
     progress.set_step(Step::Copying);
     let copy_conn = spec.settings.connect("copy").await?;
     let mut copier = Copier::new(copy_conn, &insp.schema, plan, progress.clone()).await?;
-    let copy = copier.run(
-        None,
-        controls.tuning.clone(),
-        &controls.throttle,
-        &controls.cancel,
-    );
-    watched(copy, &mut tail, &mut replay).await?;
+    let copy = copier.run(None, controls.tuning.clone(), &gate, &controls.cancel);
+    workers.watch(copy).await?;
     drop(copier);
     info!(rows = Progress::get(&progress.rows_copied), "copy done");
 
     progress.set_step(Step::CatchingUp);
     let mut drain = Drain::new(marker_rx);
-    watched(
-        catch_up(spec, plan, &mut drain, &controls.cancel),
-        &mut tail,
-        &mut replay,
-    )
-    .await?;
+    workers
+        .watch(catch_up(spec, plan, &mut drain, &controls.cancel))
+        .await?;
 
     if !*controls.cutover_go.borrow() {
         progress
@@ -343,14 +429,13 @@ async fn migrate(
                 _ = go_given => Ok(()),
             }
         };
-        watched(wait, &mut tail, &mut replay).await?;
-        watched(
-            catch_up(spec, plan, &mut drain, &controls.cancel),
-            &mut tail,
-            &mut replay,
-        )
-        .await?;
+        workers.watch(wait).await?;
+        workers
+            .watch(catch_up(spec, plan, &mut drain, &controls.cancel))
+            .await?;
     }
+    // Not while throttled: the cut-over's lock is the one moment the application notices us.
+    workers.watch(gate.wait_clear(&controls.cancel)).await?;
     if controls.cancel.is_cancelled() {
         return Err(Error::Cancelled);
     }
@@ -378,8 +463,9 @@ async fn migrate(
     progress.observer().cutover_stall(swapped.stall);
     progress.set_step(Step::CleaningUp);
     tasks.cancel();
-    let _ = tail.await;
-    let _ = replay.await;
+    let _ = workers.tail.await;
+    let _ = workers.replay.await;
+    let _ = workers.probes.await;
     // The swap is done; a failure to drop the changelog must not fail the migration.
     if let Err(e) = shadow::drop_helper(conn, db, &plan.names.changelog).await {
         warn!(error = %e, "could not drop the changelog table; drop it by hand");

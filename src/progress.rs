@@ -71,6 +71,8 @@ pub struct Progress {
     pub chunk_size: AtomicU64,
     pub cutover_attempts: AtomicU64,
     observer: Arc<dyn Observer>,
+    /// The gate the migration obeys, probes included, once it runs.
+    throttle: Mutex<Option<crate::throttle::Throttle>>,
 }
 
 impl Progress {
@@ -95,6 +97,7 @@ impl Progress {
             chunk_size: AtomicU64::new(0),
             cutover_attempts: AtomicU64::new(0),
             observer,
+            throttle: Mutex::new(None),
         })
     }
 
@@ -154,6 +157,22 @@ impl Progress {
 
     pub fn applied(&self, kind: ChangeKind) -> u64 {
         self.applied[kind as usize].load(Ordering::Relaxed)
+    }
+
+    pub fn set_throttle(&self, throttle: crate::throttle::Throttle) {
+        *self.throttle.lock().unwrap_or_else(|p| p.into_inner()) = Some(throttle);
+    }
+
+    /// Every throttle source of the running migration (empty before it runs).
+    pub fn throttle_sources(&self) -> Vec<crate::throttle::SourceStatus> {
+        let t = self.throttle.lock().unwrap_or_else(|p| p.into_inner());
+        t.as_ref().map(|t| t.sources()).unwrap_or_default()
+    }
+
+    /// Active throttle reasons as `source: reason`.
+    pub fn throttle_reasons(&self) -> Vec<String> {
+        let t = self.throttle.lock().unwrap_or_else(|p| p.into_inner());
+        t.as_ref().map(|t| t.reasons()).unwrap_or_default()
     }
 
     pub fn observer(&self) -> &dyn Observer {

@@ -234,6 +234,38 @@ impl Sandbox {
         format!("mysql://root@127.0.0.1:{}/", self.port)
     }
 
+    /// Makes this server a replica of the server on `primary_port` (same machine, root without
+    /// password), replicating from the primary's current GTID position, and starts it.
+    pub async fn replicate_from(&self, primary_port: u16) -> Result<(), SandboxError> {
+        use mysql_async::prelude::Queryable;
+        let sql_err = |e: mysql_async::Error| failed("replication setup", e);
+        let mut primary =
+            mysql_async::Conn::from_url(format!("mysql://root@127.0.0.1:{primary_port}/"))
+                .await
+                .map_err(sql_err)?;
+        let pos: Option<String> = primary
+            .query_first("SELECT @@GLOBAL.gtid_binlog_pos")
+            .await
+            .map_err(sql_err)?;
+        let _ = primary.disconnect().await;
+        let mut replica = mysql_async::Conn::from_url(self.url())
+            .await
+            .map_err(sql_err)?;
+        for sql in [
+            format!("SET GLOBAL gtid_slave_pos = '{}'", pos.unwrap_or_default()),
+            format!(
+                "CHANGE MASTER TO MASTER_HOST = '127.0.0.1', MASTER_PORT = {primary_port}, \
+                 MASTER_USER = 'root', MASTER_PASSWORD = '', MASTER_USE_GTID = slave_pos, \
+                 MASTER_CONNECT_RETRY = 1"
+            ),
+            "START SLAVE".to_string(),
+        ] {
+            replica.query_drop(sql).await.map_err(sql_err)?;
+        }
+        let _ = replica.disconnect().await;
+        Ok(())
+    }
+
     /// Stops the server (SIGTERM, then SIGKILL after 30 s).
     pub fn stop(&mut self) {
         if let Some(mut child) = self.child.take() {
