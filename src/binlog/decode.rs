@@ -61,6 +61,11 @@ enum Decode {
     Json,
     /// MariaDB's fixed-size binary types: INET4, INET6, UUID.
     Fixed(Fixed),
+    /// BINARY(n): the binlog strips trailing zero bytes, which the column pads back on write
+    /// but which a key comparison needs (binary strings compare without padding).
+    Binary {
+        len: usize,
+    },
 }
 
 /// A MariaDB fixed binary type. The binlog logs it like a CHAR: a length byte, then the value
@@ -201,6 +206,9 @@ impl TableDecoder {
                 ColumnType::MYSQL_TYPE_SET => Decode::Set(col.members.clone()),
                 ColumnType::MYSQL_TYPE_BIT => Decode::Bit,
                 ColumnType::MYSQL_TYPE_JSON => Decode::Json,
+                ColumnType::MYSQL_TYPE_STRING if dt == "binary" => Decode::Binary {
+                    len: string_len(&meta),
+                },
                 _ => Decode::Plain,
             };
             let how = match (Fixed::of(dt), ty) {
@@ -402,6 +410,15 @@ impl ColumnDecoder {
                 Value::Bytes(b) => Value::Bytes(b),
                 other => other,
             },
+            Decode::Binary { len } => match self.plain(buf)? {
+                Value::Bytes(mut b) if b.len() <= *len => {
+                    b.resize(*len, 0);
+                    Value::Bytes(b)
+                }
+                other => {
+                    return Err(invalid(format!("BINARY({len}) value decoded as {other:?}")));
+                }
+            },
             Decode::Fixed(kind) => match self.plain(buf)? {
                 Value::Bytes(b) => kind.text(&b)?,
                 other => {
@@ -409,6 +426,18 @@ impl ColumnDecoder {
                 }
             },
         })
+    }
+}
+
+/// The byte length of a CHAR/BINARY column from its TABLE_MAP metadata (real type, length),
+/// where lengths above 255 borrow two bits of the type byte (MySQL bug #37426).
+fn string_len(meta: &[u8]) -> usize {
+    match meta {
+        [b0, b1, ..] if b0 & 0x30 != 0x30 => {
+            usize::from(*b1) | (usize::from((b0 & 0x30) ^ 0x30) << 4)
+        }
+        [_, b1, ..] => usize::from(*b1),
+        _ => 0,
     }
 }
 
@@ -529,6 +558,15 @@ mod tests {
             "6ccd780c-baba-1026-9500-000000000000"
         );
         assert!(Fixed::Inet4.text(&[1, 2, 3, 4, 5]).is_err());
+    }
+
+    #[test]
+    fn string_lengths_from_table_map_metadata() {
+        // BINARY(16): real type 0xfe, length 16.
+        assert_eq!(string_len(&[0xfe, 16]), 16);
+        assert_eq!(string_len(&[0xfe, 255]), 255);
+        // CHAR(255) in utf8mb4, 1020 bytes: 0x3fc, the high bits folded into the type byte.
+        assert_eq!(string_len(&[0xce, 0xfc]), 1020);
     }
 
     #[test]
