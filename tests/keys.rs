@@ -178,6 +178,26 @@ async fn varchar_keys_in_case_insensitive_and_latin1_collations() {
         .expect("SELECT v FROM {t} WHERE HEX(k) = '80'", Some("33"))
         .expect("SELECT COUNT(*) FROM {t}", Some("5"));
     round_trip(&db, &latin).await;
+
+    // A NO PAD collation on CHAR, as the only (UNIQUE, NOT NULL) key: no PRIMARY KEY.
+    let mut nopad = Case::new(
+        "k_nopad",
+        "k CHAR(5) CHARACTER SET utf8mb4 COLLATE utf8mb4_nopad_bin NOT NULL, v INT, UNIQUE KEY (k)",
+        &["k"],
+    );
+    nopad.before = stmts(&["INSERT INTO {t} VALUES ('a', 1), ('a b', 2), ('b', 3), (' c', 4)"]);
+    nopad.during = stmts(&[
+        "UPDATE {t} SET k = 'A' WHERE k = 'a'",
+        "DELETE FROM {t} WHERE k = 'b'",
+        "UPDATE {t} SET k = 'c' WHERE k = ' c'",
+        "UPDATE {t} SET v = 20 WHERE k = 'a b'",
+        "INSERT INTO {t} VALUES ('b ', 5)",
+    ]);
+    let nopad = nopad
+        .expect("SELECT v FROM {t} WHERE k = 'A'", Some("1"))
+        .expect("SELECT v FROM {t} WHERE k = 'c'", Some("4"))
+        .expect("SELECT COUNT(*) FROM {t}", Some("4"));
+    round_trip(&db, &nopad).await;
 }
 
 /// BINARY keys with zero bytes: a delete by key must match X'00...' and trailing zeros exactly.
