@@ -154,6 +154,33 @@ impl ServerVersion {
         }
     }
 
+    /// Statement listing the replicas registered with this primary, and its column names.
+    /// A replica shows the host it reports (`report_host`); without one the server shows the
+    /// address it connected from, or nothing (MySQL).
+    pub fn replica_hosts(&self) -> ReplicaHostsSql {
+        match self.flavor {
+            Flavor::MariaDb => ReplicaHostsSql {
+                statement: "SHOW SLAVE HOSTS",
+                server_id_column: "Server_id",
+                host_column: "Host",
+                port_column: "Port",
+            },
+            // 8.0.22 renamed the statement and its columns; 8.4 removed the old name.
+            Flavor::MySql if self.at_least(8, 0, 22) => ReplicaHostsSql {
+                statement: "SHOW REPLICAS",
+                server_id_column: "Server_Id",
+                host_column: "Host",
+                port_column: "Port",
+            },
+            Flavor::MySql => ReplicaHostsSql {
+                statement: "SHOW SLAVE HOSTS",
+                server_id_column: "Server_id",
+                host_column: "Host",
+                port_column: "Port",
+            },
+        }
+    }
+
     /// Whether `RENAME TABLE` may run in the session that holds `LOCK TABLES` (MySQL 8.0.13+).
     /// MariaDB refuses it (ERROR 1192), so the cut-over uses two sessions there.
     pub fn rename_under_lock_tables(&self) -> bool {
@@ -173,6 +200,15 @@ pub struct ReplicaStatusSql {
     pub lag_column: &'static str,
     pub sql_running_column: &'static str,
     pub io_running_column: &'static str,
+}
+
+/// Names needed to list a primary's replicas on this flavor.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ReplicaHostsSql {
+    pub statement: &'static str,
+    pub server_id_column: &'static str,
+    pub host_column: &'static str,
+    pub port_column: &'static str,
 }
 
 #[cfg(test)]
@@ -268,5 +304,20 @@ mod tests {
         );
         assert_eq!(v("8.4.0").replica_status().statement, "SHOW REPLICA STATUS");
         assert_eq!(v("8.0.21").replica_status().statement, "SHOW SLAVE STATUS");
+    }
+
+    #[test]
+    fn replica_hosts_statement_per_flavor() {
+        let maria = v("10.11.5-MariaDB").replica_hosts();
+        assert_eq!(maria.statement, "SHOW SLAVE HOSTS");
+        assert_eq!(
+            (maria.server_id_column, maria.host_column, maria.port_column),
+            ("Server_id", "Host", "Port")
+        );
+        let mysql = v("8.0.36").replica_hosts();
+        assert_eq!(mysql.statement, "SHOW REPLICAS");
+        assert_eq!(mysql.server_id_column, "Server_Id");
+        assert_eq!(v("8.4.0").replica_hosts().statement, "SHOW REPLICAS");
+        assert_eq!(v("8.0.21").replica_hosts().statement, "SHOW SLAVE HOSTS");
     }
 }
