@@ -1,10 +1,10 @@
 //! The daemon's configuration: a TOML file, then environment overrides, then validation.
 //!
 //! Invariants: unknown keys are refused with the key's name and position (a typo must never be
-//! silently ignored, since a later release gives meaning to more keys: `replicas` under a
-//! target, peak-window schedules, throttle checks); secrets (database passwords, API tokens) are
-//! only ever named in the file (an environment variable or a file holding them), read once at
-//! load, and never printed: [`Config`]'s `Debug` shows them redacted.
+//! silently ignored: a misspelt threshold would leave a server unguarded); secrets (database
+//! passwords, API tokens) are only ever named in the file (an environment variable or a file
+//! holding them), read once at load, and never printed: [`Config`]'s `Debug` shows them
+//! redacted. Targets, their replicas and their throttle settings are in [`super::target`].
 
 use std::collections::BTreeMap;
 use std::fmt;
@@ -13,8 +13,10 @@ use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
 
-use crate::conn::ConnSettings;
+pub use super::target::Target;
+use super::target::{Context, TargetSection};
 use crate::migration::MigrationOptions;
+use crate::throttle::PeakWindow;
 
 /// Why the configuration cannot be used. Each message names the file, key or variable at fault.
 #[derive(Debug, thiserror::Error)]
@@ -44,6 +46,9 @@ struct FileConfig {
     /// Default options of every migration; a start request overrides them key by key.
     #[serde(default)]
     defaults: MigrationOptions,
+    /// Windows during which every migration on every target pauses.
+    #[serde(default)]
+    peak_windows: Vec<PeakWindow>,
     #[serde(default)]
     limits: LimitsSection,
     #[serde(default)]
@@ -61,23 +66,6 @@ struct ApiSection {
     token_env: Option<String>,
     /// File holding tokens, one a line (blank lines and `#` comments ignored).
     tokens_file: Option<PathBuf>,
-}
-
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct TargetSection {
-    host: String,
-    #[serde(default = "default_port")]
-    port: u16,
-    user: String,
-    password_env: Option<String>,
-    password_file: Option<PathBuf>,
-    /// Overrides `limits.max_running_per_target` for this target.
-    max_running: Option<usize>,
-}
-
-fn default_port() -> u16 {
-    3306
 }
 
 #[derive(Debug, Deserialize)]
@@ -115,14 +103,6 @@ impl Default for StoreSection {
     }
 }
 
-/// One MySQL/MariaDB server migrations run against.
-#[derive(Debug, Clone)]
-pub struct Target {
-    pub name: String,
-    pub settings: ConnSettings,
-    pub max_running: usize,
-}
-
 /// The loaded, validated configuration.
 #[derive(Clone)]
 pub struct Config {
@@ -131,6 +111,8 @@ pub struct Config {
     pub tokens: Vec<String>,
     pub targets: BTreeMap<String, Target>,
     pub defaults: MigrationOptions,
+    /// Daemon-wide peak windows (each target's list starts with them).
+    pub peak_windows: Vec<PeakWindow>,
     pub metrics_retention_secs: u64,
     pub shutdown_grace_secs: u64,
     pub store_schema: String,
@@ -145,6 +127,7 @@ impl fmt::Debug for Config {
             .field("tokens", &format!("<{} redacted>", self.tokens.len()))
             .field("targets", &self.targets)
             .field("defaults", &self.defaults)
+            .field("peak_windows", &self.peak_windows)
             .field("metrics_retention_secs", &self.metrics_retention_secs)
             .field("shutdown_grace_secs", &self.shutdown_grace_secs)
             .field("store_schema", &self.store_schema)
@@ -155,14 +138,6 @@ impl fmt::Debug for Config {
 /// Environment variables that override the file (documented in the example config).
 pub const ENV_LISTEN: &str = "SHADOWCUT_LISTEN";
 pub const ENV_MAX_RUNNING: &str = "SHADOWCUT_MAX_RUNNING_PER_TARGET";
-
-/// `SHADOWCUT_TARGET_<NAME>_<FIELD>`, NAME upper-cased with `-` as `_`.
-fn target_env(name: &str, field: &str) -> String {
-    format!(
-        "SHADOWCUT_TARGET_{}_{field}",
-        name.to_ascii_uppercase().replace('-', "_")
-    )
-}
 
 /// Reads the environment through a function, so tests can supply their own.
 pub type EnvLookup<'a> = &'a dyn Fn(&str) -> Option<String>;
@@ -234,74 +209,25 @@ impl Config {
                     .into(),
             ));
         }
-        let mut targets = BTreeMap::new();
-        for (name, t) in file.targets {
-            if name.is_empty()
-                || name.len() > 64
-                || !name
-                    .chars()
-                    .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
-            {
-                return Err(invalid(format!(
-                    "target name {name:?}: use 1 to 64 letters, digits, '_' or '-'"
-                )));
-            }
-            let host = env(&target_env(&name, "HOST")).unwrap_or(t.host);
-            let port = match env(&target_env(&name, "PORT")) {
-                Some(p) => p.parse().map_err(|_| {
-                    invalid(format!("{}={p:?} is not a port", target_env(&name, "PORT")))
-                })?,
-                None => t.port,
-            };
-            let user = env(&target_env(&name, "USER")).unwrap_or(t.user);
-            let password = match (&t.password_env, &t.password_file) {
-                (Some(_), Some(_)) => {
-                    return Err(invalid(format!(
-                        "targets.{name}: set password_env or password_file, not both"
-                    )))
-                }
-                (Some(var), None) => match env(var) {
-                    Some(p) if !p.is_empty() => Some(p),
-                    _ => {
-                        warnings.push(format!(
-                            "targets.{name}: {var} is not set; connecting without a password"
-                        ));
-                        None
-                    }
-                },
-                (None, Some(p)) => {
-                    let text = std::fs::read_to_string(p).map_err(|source| ConfigError::Read {
-                        path: p.clone(),
-                        source,
-                    })?;
-                    Some(text.trim_end_matches(['\n', '\r']).to_string())
-                }
-                (None, None) => None,
-            };
-            let limit = t.max_running.unwrap_or(max_running);
-            if limit == 0 {
-                return Err(invalid(format!(
-                    "targets.{name}.max_running must be at least 1"
-                )));
-            }
-            targets.insert(
-                name.clone(),
-                Target {
-                    name,
-                    settings: ConnSettings {
-                        host,
-                        port,
-                        user,
-                        password,
-                    },
-                    max_running: limit,
-                },
-            );
-        }
-
         file.defaults
             .validate()
             .map_err(|e| invalid(format!("defaults: {e}")))?;
+        for w in &file.peak_windows {
+            w.validate()
+                .map_err(|e| invalid(format!("peak_windows: {e}")))?;
+        }
+        let ctx = Context {
+            env,
+            invalid: &invalid,
+            max_running,
+            defaults: &file.defaults,
+            peak_windows: &file.peak_windows,
+        };
+        let mut targets = BTreeMap::new();
+        for (name, t) in file.targets {
+            let target = t.build(name.clone(), &ctx, &mut warnings)?;
+            targets.insert(name, target);
+        }
         let schema = file.store.schema;
         if schema.is_empty() || schema.len() > 64 || schema.contains('`') {
             return Err(invalid(format!(
@@ -313,6 +239,7 @@ impl Config {
             tokens,
             targets,
             defaults: file.defaults,
+            peak_windows: file.peak_windows,
             metrics_retention_secs: file.limits.metrics_retention_secs,
             shutdown_grace_secs: file.limits.shutdown_grace_secs,
             store_schema: schema,
@@ -382,5 +309,187 @@ password_env = "SHADOWCUT_DEFAULT_PASSWORD"
         let text = "[targets.a]\nhost='h'\nuser='u'\n[defaults]\nchunk_sise = 5\n";
         let e = Config::from_toml(text, Path::new("t.toml"), &env).unwrap_err();
         assert!(e.to_string().contains("chunk_sise"), "{e}");
+    }
+
+    const THROTTLED: &str = r#"
+[defaults]
+chunk_size = 500
+max_lag_millis = 3000
+
+[[peak_windows]]
+name = "black-friday"
+days = ["fri"]
+start = "08:00"
+end = "20:00"
+time_zone = "Europe/Berlin"
+
+[targets.default]
+host = "127.0.0.1"
+user = "shadowcut"
+password_env = "PW"
+replicas = ["127.0.0.1:3307", "[::1]:3308", { host = "r3", user = "mon", password_env = "R3_PW" }]
+discover_replicas = true
+max_lag_millis = 800
+max_load = { Threads_running = 25 }
+critical_load = { Threads_running = 200 }
+critical_load_hits = 5
+critical_load_action = "pause"
+throttle_query = "SELECT 0"
+check_url = "http://127.0.0.1:9/ok"
+
+[[targets.default.peak_windows]]
+name = "nightly-batch"
+start = "01:00"
+end = "03:00"
+
+[targets.default.replica_credentials]
+user = "replmon"
+password_env = "REPL_PW"
+
+[targets.other]
+host = "h2"
+user = "u2"
+password_env = "PW"
+"#;
+
+    #[test]
+    fn replicas_throttle_defaults_and_windows() {
+        let env = env_of(&[("PW", "pw"), ("REPL_PW", "rpw"), ("R3_PW", "r3pw")]);
+        let c = Config::from_toml(THROTTLED, Path::new("t.toml"), &env).unwrap();
+        let t = &c.targets["default"];
+        let r: Vec<(&str, u16, &str, Option<&str>)> = t
+            .replicas
+            .iter()
+            .map(|r| {
+                (
+                    r.host.as_str(),
+                    r.port,
+                    r.user.as_str(),
+                    r.password.as_deref(),
+                )
+            })
+            .collect();
+        assert_eq!(
+            r,
+            vec![
+                ("127.0.0.1", 3307, "replmon", Some("rpw")),
+                ("::1", 3308, "replmon", Some("rpw")),
+                ("r3", 3306, "mon", Some("r3pw")),
+            ]
+        );
+        assert!(t.discover_replicas);
+        assert_eq!(t.replica_login.user, "replmon");
+        // [defaults], then the target's throttle keys over them.
+        assert_eq!(t.defaults.chunk_size, 500);
+        assert_eq!(t.defaults.max_lag_millis, Some(800));
+        assert_eq!(t.defaults.max_load["Threads_running"], 25);
+        assert_eq!(t.defaults.critical_load_hits, 5);
+        assert_eq!(
+            t.defaults.critical_load_action,
+            crate::migration::CriticalLoadAction::Pause
+        );
+        assert_eq!(t.defaults.throttle_query.as_deref(), Some("SELECT 0"));
+        let names = |t: &Target| {
+            t.peak_windows
+                .iter()
+                .map(|w| w.name.clone())
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(names(t), vec!["black-friday", "nightly-batch"]);
+        let o = &c.targets["other"];
+        assert_eq!(o.defaults.max_lag_millis, Some(3000));
+        assert!(o.defaults.max_load.is_empty());
+        assert_eq!(names(o), vec!["black-friday"]);
+        assert!(o.replicas.is_empty() && !o.discover_replicas);
+        assert_eq!(
+            (
+                o.replica_login.user.as_str(),
+                o.replica_login.password.as_deref()
+            ),
+            ("u2", Some("pw"))
+        );
+        let shown = format!("{c:?}");
+        assert!(!shown.contains("rpw") && !shown.contains("r3pw"), "{shown}");
+    }
+
+    #[test]
+    fn bad_replicas_windows_and_throttle_keys_are_refused() {
+        let env = env_of(&[]);
+        let load = |extra: &str, target_extra: &str| {
+            let text = format!("{extra}\n[targets.a]\nhost = 'h'\nuser = 'u'\n{target_extra}\n");
+            Config::from_toml(&text, Path::new("t.toml"), &env)
+                .unwrap_err()
+                .to_string()
+        };
+        let cases = [
+            ("", "replica = ['h:1']", "unknown field `replica`"),
+            ("", "replicas = ['h:port']", "is not a port number"),
+            ("", "replicas = ['h:1', 'h:1']", "lists h:1 twice"),
+            ("", "replicas = [{ host = 'h', pasword_env = 'X' }]", "unknown field `pasword_env`"),
+            ("", "[targets.a.replica_credentials]\nusr = 'x'", "unknown field `usr`"),
+            ("", "throttle_query = 'DELETE FROM t'", "targets.a: throttle_query must be"),
+            ("", "check_url = 'https://x'", "targets.a: check_url must be"),
+            ("", "critical_load_action = 'explode'", "unknown variant `explode`"),
+            (
+                "",
+                "[[targets.a.peak_windows]]\nname = 'w'\nstart = '25:00'\nend = '01:00'",
+                "targets.a: peak window w: time \"25:00\" is not HH:MM",
+            ),
+            (
+                "[[peak_windows]]\nname = 'w'\nstart = '01:00'\nend = '02:00'\ntime_zone = 'Mars/Base'",
+                "",
+                "peak_windows: peak window w: unknown time zone",
+            ),
+            (
+                "[[peak_windows]]\nname = 'w'\nstart = '01:00'\nend = '02:00'\nzone = 'UTC'",
+                "",
+                "unknown field `zone`",
+            ),
+        ];
+        for (extra, target_extra, expected) in cases {
+            let e = load(extra, target_extra);
+            assert!(e.contains(expected), "{extra} {target_extra}: {e}");
+        }
+    }
+
+    /// The example file loads as shipped, and with every commented-out setting turned on
+    /// (except the token file and the second target, which name things that do not exist).
+    #[test]
+    fn example_config_loads_with_and_without_its_comments() {
+        let text = include_str!("../../deploy/shadowcut.example.toml");
+        let env = env_of(&[]);
+        Config::from_toml(text, Path::new("example.toml"), &env).unwrap();
+        let mut on = String::new();
+        let mut skipping = false;
+        for line in text.lines() {
+            let setting = line.strip_prefix("# ").filter(|l| {
+                l.starts_with('[')
+                    || l.starts_with("            {")
+                    || l.split_once(" = ")
+                        .is_some_and(|(k, _)| k.chars().all(|c| c.is_ascii_lowercase() || c == '_'))
+            });
+            skipping = match setting {
+                Some(l) if l.starts_with('[') => l.contains("reporting"),
+                None if line.is_empty() => false,
+                _ => skipping,
+            };
+            match setting {
+                Some(l) if !skipping && !l.starts_with("tokens_file") => on.push_str(l),
+                _ => on.push_str(line),
+            }
+            on.push('\n');
+        }
+        assert!(on.contains("\nreplicas = [") && on.contains("\n[[peak_windows]]"));
+        let c = Config::from_toml(&on, Path::new("example.toml"), &env)
+            .unwrap_or_else(|e| panic!("{e}\n{on}"));
+        let t = &c.targets["default"];
+        assert_eq!(t.replicas.len(), 3);
+        assert_eq!(t.replica_login.user, "monitor");
+        assert_eq!(t.replicas[2].user, "monitor");
+        assert!(t.discover_replicas);
+        assert_eq!(t.defaults.max_lag_millis, Some(1500));
+        assert!(t.defaults.check_url.is_some() && t.defaults.throttle_query.is_some());
+        assert_eq!(t.peak_windows.len(), 2);
+        assert_eq!(c.targets.len(), 1);
     }
 }

@@ -19,7 +19,9 @@ pub mod errors;
 pub mod metrics;
 pub mod model;
 pub mod registry;
+pub mod replicas;
 pub mod store;
+pub mod target;
 pub mod throttle;
 
 use std::sync::Arc;
