@@ -6,6 +6,11 @@
 //! progress and never moves it, except `Queued -> Cancelled` for a migration that never
 //! started, which the registry does under its lock); the API view, the stored record and the
 //! metrics sample are all derived from the same reads, so they agree.
+//!
+//! Throttling: each live migration holds the sender of its throttle settings, so a changed
+//! option reaches its probes at their next tick. Its sources are the manual pause and the
+//! global switch while it waits, and every probe source once it runs; when it ends they are
+//! frozen (nothing throttles a finished migration, and the seconds stop counting).
 
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Instant, SystemTime};
@@ -13,14 +18,17 @@ use std::time::{Instant, SystemTime};
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
-use super::metrics::{Labels, Metrics, Sample};
-use super::model::{rfc3339, MigrationView};
+use tracing::info;
+
+use super::metrics::{Labels, Metrics, Sample, SourceSample};
+use super::model::{rfc3339, MigrationView, ThrottleSourceView};
 use super::store::Record;
+use crate::conn::ConnSettings;
 use crate::copy::CopyTuning;
 use crate::migration::{Controls, MigrationOptions};
 use crate::progress::{ChangeKind, Progress};
 use crate::state::{State, Step};
-use crate::throttle::{Switch, Throttle};
+use crate::throttle::{PeakWindow, SourceStatus, Switch, Throttle, ThrottleSettings};
 
 /// Reason shown while an operator paused the migration.
 pub const PAUSE_REASON: &str = "paused by operator";
@@ -33,16 +41,47 @@ pub struct Live {
     pub cancel: CancellationToken,
     pub cutover_go: watch::Sender<bool>,
     pub tuning: watch::Sender<CopyTuning>,
+    /// The probes' live settings: the options' thresholds and checks, and every window.
+    pub settings: watch::Sender<ThrottleSettings>,
+    /// Peak windows from the configuration (daemon-wide and the target's).
+    pub config_windows: Vec<PeakWindow>,
+}
+
+/// What the probes obey: the options, with the configured windows before the migration's own.
+pub fn throttle_settings(
+    options: &MigrationOptions,
+    config_windows: &[PeakWindow],
+) -> ThrottleSettings {
+    let mut s = ThrottleSettings::from(options);
+    let own = std::mem::take(&mut s.peak_windows);
+    s.peak_windows = config_windows.iter().cloned().chain(own).collect();
+    s
 }
 
 impl Live {
-    /// Controls for the engine, subscribed to these handles.
-    pub fn controls(&self) -> Controls {
-        Controls {
-            cancel: self.cancel.clone(),
-            throttle: self.throttle.clone(),
-            cutover_go: self.cutover_go.subscribe(),
-            tuning: self.tuning.subscribe(),
+    /// Controls for the engine, subscribed to these handles, watching `replicas`.
+    pub fn controls(&self, options: &MigrationOptions, replicas: Vec<ConnSettings>) -> Controls {
+        // Built from the engine's defaults so a control added there keeps its default here.
+        let (mut c, _) = Controls::unattended(options);
+        c.cancel = self.cancel.clone();
+        c.throttle = self
+            .throttle
+            .clone()
+            .with_replicas(replicas)
+            .with_settings(self.settings.subscribe());
+        c.cutover_go = self.cutover_go.subscribe();
+        c.tuning = self.tuning.subscribe();
+        c
+    }
+
+    /// Every source now: the running migration's gate, or before that the pause and global
+    /// switches.
+    fn sources(&self) -> Vec<SourceStatus> {
+        let running = self.progress.throttle_sources();
+        if running.is_empty() {
+            self.throttle.sources()
+        } else {
+            running
         }
     }
 }
@@ -58,6 +97,8 @@ struct Mutable {
     finished: Option<Instant>,
     /// Its metric series were dropped.
     forgotten: bool,
+    /// The throttle sources as they were when the migration ended, none active.
+    final_sources: Option<Vec<SourceStatus>>,
     last_sample: Sample,
     /// Copy rate in rows/s (moving average) and the point it was last updated from.
     rate: f64,
@@ -98,6 +139,8 @@ pub struct NewEntry {
     pub options: MigrationOptions,
     pub idempotency_key: Option<String>,
     pub fingerprint: Option<String>,
+    /// Peak windows from the configuration, which apply besides the options' own.
+    pub config_windows: Vec<PeakWindow>,
 }
 
 impl Entry {
@@ -122,6 +165,8 @@ impl Entry {
                 chunk_size: n.options.chunk_size,
             })
             .0,
+            settings: watch::channel(throttle_settings(&n.options, &n.config_windows)).0,
+            config_windows: n.config_windows,
         };
         Entry {
             id: n.id,
@@ -190,7 +235,12 @@ impl Entry {
         self.lock().options.clone()
     }
 
+    /// Takes new options; thresholds, windows and checks reach the probes at their next tick.
     pub fn set_options(&self, options: MigrationOptions) {
+        if let Some(l) = self.live() {
+            l.settings
+                .send_replace(throttle_settings(&options, &l.config_windows));
+        }
         self.lock().options = options;
     }
 
@@ -206,11 +256,27 @@ impl Entry {
         self.lock().interrupted = Some(message.to_string());
     }
 
-    /// Records the end (once), for metric retention.
+    /// Records the end (once), for metric retention, and freezes the throttle sources.
     pub fn mark_finished(&self) {
+        let sources = self.live().map(Live::sources);
         let mut m = self.lock();
         if m.finished.is_none() {
             m.finished = Some(Instant::now());
+        }
+        if m.final_sources.is_none() {
+            m.final_sources = sources.map(|v| {
+                v.into_iter()
+                    .map(|s| SourceStatus { reason: None, ..s })
+                    .collect()
+            });
+        }
+    }
+
+    /// The throttle sources of a live migration (frozen once it ended).
+    fn sources(live: &Live, m: &Mutable) -> Vec<SourceStatus> {
+        match &m.final_sources {
+            Some(frozen) => frozen.clone(),
+            None => live.sources(),
         }
     }
 
@@ -220,8 +286,17 @@ impl Entry {
         !m.forgotten && m.finished.is_some_and(|f| f.elapsed() >= retention)
     }
 
-    pub fn mark_forgotten(&self) {
-        self.lock().forgotten = true;
+    /// Drops the migration's metric series (retention over).
+    pub fn forget_metrics(&self, metrics: &Metrics) {
+        let mut m = self.lock();
+        let sources: Vec<String> = m
+            .last_sample
+            .sources
+            .iter()
+            .map(|s| s.name.clone())
+            .collect();
+        metrics.forget(&self.labels, &sources);
+        m.forgotten = true;
     }
 
     /// Whether a save is due: the state changed since the last one, or `every` passed.
@@ -280,8 +355,16 @@ impl Entry {
     }
 
     /// The live numbers the record does not hold.
-    fn sample_now(&self, live: &Live) -> Sample {
+    fn sample_now(&self, live: &Live, m: &Mutable) -> Sample {
         let p = &live.progress;
+        let sources: Vec<SourceSample> = Self::sources(live, m)
+            .into_iter()
+            .map(|s| SourceSample {
+                active: s.reason.is_some(),
+                name: s.name,
+                seconds: s.throttled_seconds,
+            })
+            .collect();
         Sample {
             rows_copied: Progress::get(&p.rows_copied),
             rows_estimate: Progress::get(&p.rows_estimate),
@@ -293,9 +376,28 @@ impl Entry {
                 .flatten(),
             backlog: Progress::get(&p.backlog_events),
             chunk_size: Progress::get(&p.chunk_size),
-            throttled: live.throttle.is_throttled(),
+            throttled: sources.iter().any(|s| s.active),
+            sources,
             state: Some(p.state()),
             cutover_attempts: Progress::get(&p.cutover_attempts),
+        }
+    }
+
+    /// Logs each source that started or stopped throttling since the last sample.
+    fn log_sources(&self, live: &Live, last: &Sample, now: &Sample) {
+        let was = |name: &str| last.sources.iter().any(|s| s.name == name && s.active);
+        let reasons = live.sources();
+        for s in &now.sources {
+            if s.active && !was(&s.name) {
+                let reason = reasons
+                    .iter()
+                    .find(|r| r.name == s.name)
+                    .and_then(|r| r.reason.clone())
+                    .unwrap_or_default();
+                info!(id = %self.id, source = %s.name, %reason, "throttle source active");
+            } else if !s.active && was(&s.name) {
+                info!(id = %self.id, source = %s.name, seconds = s.seconds, "throttle source cleared");
+            }
         }
     }
 
@@ -303,8 +405,9 @@ impl Entry {
     /// the copy rate.
     pub fn sample(&self, metrics: &Metrics) {
         let Some(live) = self.live() else { return };
-        let now = self.sample_now(live);
         let mut m = self.lock();
+        let now = self.sample_now(live, &m);
+        self.log_sources(live, &m.last_sample, &now);
         if !m.forgotten {
             metrics.record(&self.labels, &m.last_sample, &now);
         }
@@ -330,52 +433,47 @@ impl Entry {
     pub fn view(&self) -> MigrationView {
         let r = self.record();
         let m = self.lock();
-        let (step, paused, throttled, reason, lag, backlog, chunk, cutover_go, progress) =
-            match self.live() {
-                Some(l) => {
-                    let p = &l.progress;
-                    let reasons = l.throttle.reasons();
-                    let chunk = Progress::get(&p.chunk_size);
-                    (
-                        Some(p.status().step),
-                        l.pause.reason().is_some(),
-                        !reasons.is_empty(),
-                        (!reasons.is_empty()).then(|| reasons.join("; ")),
-                        p.replay_lag()
-                            .filter(|_| !r.state.is_terminal())
-                            .map(|d| (d.as_secs_f64() * 1000.0).round() / 1000.0),
-                        Progress::get(&p.backlog_events),
-                        if chunk == 0 {
-                            m.options.chunk_size
-                        } else {
-                            chunk
-                        },
-                        *l.cutover_go.borrow(),
-                        p.percent(),
-                    )
-                }
-                None => {
-                    let pct = match r.state {
-                        State::Completed => 100.0,
-                        _ if r.rows_estimate > 0 => {
-                            (r.rows_copied as f64 * 100.0 / r.rows_estimate as f64).min(99.9)
-                        }
-                        _ => 0.0,
-                    };
-                    let go = !r.options.postpone_cutover;
-                    (
-                        None,
-                        false,
-                        false,
-                        None,
-                        None,
-                        0,
-                        r.options.chunk_size,
-                        go,
-                        pct,
-                    )
-                }
-            };
+        let sources = self
+            .live()
+            .map(|l| Self::sources(l, &m))
+            .unwrap_or_default();
+        // As the engine words them: `source: reason`, every active source.
+        let reasons: Vec<String> = sources
+            .iter()
+            .filter_map(|s| s.reason.as_ref().map(|r| format!("{}: {r}", s.name)))
+            .collect();
+        let (step, paused, lag, backlog, chunk, cutover_go, progress) = match self.live() {
+            Some(l) => {
+                let p = &l.progress;
+                let chunk = Progress::get(&p.chunk_size);
+                (
+                    Some(p.status().step),
+                    l.pause.reason().is_some(),
+                    p.replay_lag()
+                        .filter(|_| !r.state.is_terminal())
+                        .map(|d| (d.as_secs_f64() * 1000.0).round() / 1000.0),
+                    Progress::get(&p.backlog_events),
+                    if chunk == 0 {
+                        m.options.chunk_size
+                    } else {
+                        chunk
+                    },
+                    *l.cutover_go.borrow(),
+                    p.percent(),
+                )
+            }
+            None => {
+                let pct = match r.state {
+                    State::Completed => 100.0,
+                    _ if r.rows_estimate > 0 => {
+                        (r.rows_copied as f64 * 100.0 / r.rows_estimate as f64).min(99.9)
+                    }
+                    _ => 0.0,
+                };
+                let go = !r.options.postpone_cutover;
+                (None, false, None, 0, r.options.chunk_size, go, pct)
+            }
+        };
         let eta = match (r.state, step) {
             (State::Completed, _) => Some(0),
             (State::Running, Some(Step::Copying)) if m.rate > 1.0 => {
@@ -392,8 +490,17 @@ impl Entry {
             state: r.state.as_str().to_string(),
             step: step.map(step_name),
             paused,
-            throttled,
-            throttle_reason: reason,
+            throttled: !reasons.is_empty(),
+            throttle_reason: (!reasons.is_empty()).then(|| reasons.join("; ")),
+            throttle_sources: sources
+                .into_iter()
+                .map(|s| ThrottleSourceView {
+                    active: s.reason.is_some(),
+                    name: s.name,
+                    reason: s.reason,
+                    throttled_seconds: (s.throttled_seconds * 1000.0).round() / 1000.0,
+                })
+                .collect(),
             rows_copied: r.rows_copied,
             rows_estimate: r.rows_estimate,
             progress: (progress * 10.0).round() / 10.0,

@@ -5,6 +5,11 @@
 //! they are dropped [`Metrics::forget`] once a finished migration is older than the configured
 //! retention, so the number of series stays bounded however many migrations run.
 //!
+//! Throttling shows at two levels: `shadowcut_migration_throttled` is 1 while any source
+//! throttles; `shadowcut_migration_throttle_active{source}` and
+//! `shadowcut_migration_throttled_seconds_total{source}` break it down by source (`manual`,
+//! `global`, `replica_lag`, `load`, `schedule`, `custom`).
+//!
 //! The engine's counters are atomics in [`Progress`]; this module mirrors them into the
 //! registry on each sample (counters advance by the difference to the last sample, so they stay
 //! monotonic). Histograms need every observation and are fed by [`MigrationObserver`], the
@@ -14,7 +19,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use prometheus::{
-    exponential_buckets, Encoder, GaugeVec, HistogramOpts, HistogramVec, IntCounterVec,
+    exponential_buckets, CounterVec, Encoder, GaugeVec, HistogramOpts, HistogramVec, IntCounterVec,
     IntGaugeVec, Opts, Registry, TextEncoder,
 };
 
@@ -35,6 +40,8 @@ pub struct Metrics {
     chunk_size: IntGaugeVec,
     chunk_duration: HistogramVec,
     throttled: IntGaugeVec,
+    throttle_active: IntGaugeVec,
+    throttled_seconds: CounterVec,
     state: IntGaugeVec,
     cutover_attempts: IntCounterVec,
     cutover_stall: HistogramVec,
@@ -55,8 +62,18 @@ pub struct Sample {
     pub backlog: u64,
     pub chunk_size: u64,
     pub throttled: bool,
+    pub sources: Vec<SourceSample>,
     pub state: Option<State>,
     pub cutover_attempts: u64,
+}
+
+/// One throttle source in a sample.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct SourceSample {
+    pub name: String,
+    pub active: bool,
+    /// Seconds it has throttled so far (monotonic).
+    pub seconds: f64,
 }
 
 /// The labels of one migration's series.
@@ -149,6 +166,20 @@ impl Metrics {
                 ),
                 MIGRATION_LABELS,
             )?,
+            throttle_active: IntGaugeVec::new(
+                Opts::new(
+                    "shadowcut_migration_throttle_active",
+                    "1 while this throttle source holds the migration's copy.",
+                ),
+                &with(&["source"]),
+            )?,
+            throttled_seconds: CounterVec::new(
+                Opts::new(
+                    "shadowcut_migration_throttled_seconds_total",
+                    "Seconds this throttle source has held the migration's copy.",
+                ),
+                &with(&["source"]),
+            )?,
             state: IntGaugeVec::new(
                 Opts::new(
                     "shadowcut_migration_state",
@@ -212,6 +243,8 @@ impl Metrics {
             Box::new(m.chunk_size.clone()),
             Box::new(m.chunk_duration.clone()),
             Box::new(m.throttled.clone()),
+            Box::new(m.throttle_active.clone()),
+            Box::new(m.throttled_seconds.clone()),
             Box::new(m.state.clone()),
             Box::new(m.cutover_attempts.clone()),
             Box::new(m.cutover_stall.clone()),
@@ -269,6 +302,22 @@ impl Metrics {
         self.throttled
             .with_label_values(&l)
             .set(i64::from(now.throttled));
+        for s in &now.sources {
+            let sl = [l[0], l[1], l[2], s.name.as_str()];
+            self.throttle_active
+                .with_label_values(&sl)
+                .set(i64::from(s.active));
+            let before = last
+                .sources
+                .iter()
+                .find(|x| x.name == s.name)
+                .map_or(0.0, |x| x.seconds);
+            // Counters only go up; a source's seconds never shrink, but be safe about floats.
+            let step = s.seconds - before;
+            if step > 0.0 {
+                self.throttled_seconds.with_label_values(&sl).inc_by(step);
+            }
+        }
         if let Some(current) = now.state {
             for s in State::ALL {
                 self.state
@@ -281,9 +330,15 @@ impl Metrics {
             .inc_by(delta(last.cutover_attempts, now.cutover_attempts));
     }
 
-    /// Drops every series of one migration (retention over).
-    pub fn forget(&self, labels: &Labels) {
+    /// Drops every series of one migration (retention over); `sources` are the throttle
+    /// sources it reported.
+    pub fn forget(&self, labels: &Labels, sources: &[String]) {
         let l = labels.values();
+        for s in sources {
+            let sl = [l[0], l[1], l[2], s.as_str()];
+            let _ = self.throttle_active.remove_label_values(&sl);
+            let _ = self.throttled_seconds.remove_label_values(&sl);
+        }
         let _ = self.rows_copied.remove_label_values(&l);
         let _ = self.rows_estimate.remove_label_values(&l);
         let _ = self.progress_ratio.remove_label_values(&l);

@@ -100,8 +100,7 @@ async fn ticker(registry: Arc<Registry>, retention: Duration) {
         refresh_metrics(&registry);
         for e in registry.all() {
             if e.metrics_expired(retention) {
-                registry.metrics.forget(&e.labels);
-                e.mark_forgotten();
+                e.forget_metrics(&registry.metrics);
             }
         }
     }

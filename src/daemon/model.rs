@@ -38,8 +38,13 @@ pub struct MigrationView {
     /// Finer progress inside the state (`copying`, `catching_up`, ...); null for history.
     pub step: Option<String>,
     pub paused: bool,
+    /// True while any throttle source is active.
     pub throttled: bool,
+    /// Every active source as `source: reason` (with its measured value), joined by `; `.
     pub throttle_reason: Option<String>,
+    /// Every source the migration obeys, active or not; empty for history.
+    #[serde(default)]
+    pub throttle_sources: Vec<ThrottleSourceView>,
     pub rows_copied: u64,
     pub rows_estimate: u64,
     pub progress: f64,
@@ -61,6 +66,17 @@ pub struct MigrationView {
     pub options: MigrationOptions,
     pub shadow_table: Option<String>,
     pub old_table: Option<String>,
+}
+
+/// One throttle source of a migration.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct ThrottleSourceView {
+    /// `manual`, `global`, `replica_lag`, `load`, `schedule` or `custom`.
+    pub name: String,
+    pub active: bool,
+    pub reason: Option<String>,
+    /// Seconds this source has throttled the migration so far.
+    pub throttled_seconds: f64,
 }
 
 /// `GET /v1/migrations`.

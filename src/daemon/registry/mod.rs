@@ -10,7 +10,9 @@
 //!   migration back, another body is refused.
 //!
 //! Migrations run as tasks spawned here ([`Registry::pump`]); each ends by saving its record,
-//! releasing its table and slot, and pumping its target's queue again.
+//! releasing its table and slot, and pumping its target's queue again. A migration's options
+//! start from its target's (`[defaults]` with the target's throttle keys); the replicas it
+//! watches are fixed when it starts (listed ones, plus discovered ones if the target asks).
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -26,6 +28,7 @@ use super::config::{Config, Target};
 use super::entry::{Entry, NewEntry};
 use super::metrics::Metrics;
 use super::model::StartRequest;
+use super::replicas;
 use super::store::{Record, Store};
 use super::throttle::GlobalThrottle;
 use crate::clock::now_micros;
@@ -37,10 +40,15 @@ const PREFLIGHT_TIMEOUT: Duration = Duration::from_secs(60);
 /// Options an operator may change while the migration runs.
 pub const LIVE_OPTIONS: &[&str] = &[
     "chunk_size",
+    "postpone_cutover",
     "max_lag_millis",
     "max_load",
     "critical_load",
-    "postpone_cutover",
+    "critical_load_hits",
+    "critical_load_action",
+    "peak_windows",
+    "throttle_query",
+    "check_url",
 ];
 
 /// Why an operation on the registry was refused. `api` maps each to an HTTP status.
@@ -107,7 +115,6 @@ pub struct Filter {
 
 pub struct Registry {
     targets: BTreeMap<String, Target>,
-    defaults: MigrationOptions,
     pub stores: BTreeMap<String, Arc<Store>>,
     pub metrics: Arc<Metrics>,
     pub global: GlobalThrottle,
@@ -153,7 +160,6 @@ impl Registry {
             .collect();
         Arc::new(Registry {
             targets: config.targets.clone(),
-            defaults: config.defaults.clone(),
             stores,
             metrics,
             global: GlobalThrottle::default(),
@@ -265,7 +271,7 @@ impl Registry {
         let target = self.resolve_target(req.target.as_deref())?.clone();
         check_name("database", &req.database)?;
         check_name("table", &req.table)?;
-        let options = merge_options(&self.defaults, &req.options.clone().unwrap_or_default())
+        let options = merge_options(&target.defaults, &req.options.clone().unwrap_or_default())
             .map_err(RegistryError::InvalidOptions)?;
         let table_key = (target.name.clone(), req.database.clone(), req.table.clone());
         {
@@ -322,6 +328,7 @@ impl Registry {
                     options,
                     idempotency_key: key,
                     fingerprint: Some(fingerprint),
+                    config_windows: target.peak_windows.clone(),
                 },
                 self.global.switch(),
                 &self.metrics,
@@ -382,22 +389,37 @@ impl Registry {
         let (Some(live), Some(target)) = (entry.live(), self.targets.get(&entry.target)) else {
             return;
         };
-        let spec = MigrationSpec {
-            settings: target.settings.clone(),
-            database: entry.database.clone(),
-            table: entry.table.clone(),
-            alter: entry.alter.clone(),
-            options: entry.options(),
-        };
+        let options = entry.options();
         let progress = live.progress.clone();
-        info!("migration starting");
-        // Spawned so that a panic in the engine fails this migration, not the daemon.
-        let task =
-            tokio::spawn(migration::run(spec, live.controls(), progress.clone()).in_current_span());
-        if let Err(e) = task.await {
-            progress.fail(format!(
-                "internal error: the migration task ended abnormally: {e}"
-            ));
+        match replicas::for_target(target).await {
+            Ok(watched) => {
+                let names: Vec<String> = watched
+                    .iter()
+                    .map(|r| format!("{}:{}", r.host, r.port))
+                    .collect();
+                info!(replicas = ?names, "migration starting");
+                let controls = live.controls(&options, watched);
+                let spec = MigrationSpec {
+                    settings: target.settings.clone(),
+                    database: entry.database.clone(),
+                    table: entry.table.clone(),
+                    alter: entry.alter.clone(),
+                    options,
+                };
+                // Spawned so that a panic in the engine fails this migration, not the daemon.
+                let task = tokio::spawn(
+                    migration::run(spec, controls, progress.clone()).in_current_span(),
+                );
+                if let Err(e) = task.await {
+                    progress.fail(format!(
+                        "internal error: the migration task ended abnormally: {e}"
+                    ));
+                }
+            }
+            Err(e) => {
+                warn!(error = %e, "migration not started");
+                progress.fail(e);
+            }
         }
         let state = entry.state();
         if state == State::Cancelled && self.stopping.is_cancelled() && !entry.cancel_requested() {
