@@ -21,7 +21,7 @@ use clap::{Parser, ValueEnum};
 use mysql_async::Conn;
 use shadowcut::conn::ConnSettings;
 use shadowcut::migration::{self, Controls, MigrationOptions, MigrationSpec};
-use shadowcut::progress::{Observer, Progress};
+use shadowcut::progress::{ChangeKind, Observer, Progress};
 use shadowcut::sandbox::{Sandbox, SandboxOptions};
 use shadowcut::state::Step;
 
@@ -129,6 +129,10 @@ impl Observer for ChunkTimes {
 
 struct ShadowcutRun {
     took: Duration,
+    /// Row changes the replay applied: inserts, updates, deletes.
+    replayed: [u64; 3],
+    /// The largest backlog of read but unapplied row events seen.
+    max_backlog: u64,
     phases: Phases,
     chunks: Vec<(u64, Duration)>,
     stall: Duration,
@@ -425,11 +429,13 @@ async fn run_shadowcut(args: &Args, settings: &ConnSettings) -> anyhow::Result<S
     let started = Instant::now();
     let mut task = tokio::spawn(migration::run(spec, controls, progress.clone()));
     let mut steps: Vec<(Step, Instant)> = Vec::new();
+    let mut max_backlog = 0;
     let mut tick = tokio::time::interval(Duration::from_millis(5));
     let result = loop {
         tokio::select! {
             r = &mut task => break r,
             _ = tick.tick() => {
+                max_backlog = max_backlog.max(Progress::get(&progress.backlog_events));
                 let step = progress.status().step;
                 if steps.last().map(|(s, _)| *s) != Some(step) {
                     steps.push((step, Instant::now()));
@@ -453,6 +459,8 @@ async fn run_shadowcut(args: &Args, settings: &ConnSettings) -> anyhow::Result<S
     let chunks = std::mem::take(&mut *chunks.0.lock().unwrap());
     Ok(ShadowcutRun {
         took,
+        replayed: ChangeKind::ALL.map(|k| progress.applied(k)),
+        max_backlog,
         phases: Phases(phases),
         chunks,
         stall: outcome.stall,
@@ -461,6 +469,19 @@ async fn run_shadowcut(args: &Args, settings: &ConnSettings) -> anyhow::Result<S
 
 fn secs(d: Duration) -> String {
     format!("{:.2}", d.as_secs_f64())
+}
+
+fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(|a, b| a.total_cmp(b));
+    let n = v.len();
+    if n == 0 {
+        return f64::NAN;
+    }
+    if n % 2 == 1 {
+        v[n / 2]
+    } else {
+        (v[n / 2 - 1] + v[n / 2]) / 2.0
+    }
 }
 
 fn step_name(step: Step) -> &'static str {
@@ -526,6 +547,34 @@ fn print_results(args: &Args, results: &[ModeResult]) {
         );
     }
 
+    if args.repeat > 1 {
+        println!();
+        println!("Medians over {} runs", args.repeat);
+        for mode in [Mode::Idle, Mode::Rate, Mode::Unthrottled] {
+            let runs: Vec<&ModeResult> = results.iter().filter(|r| r.mode == mode).collect();
+            if runs.is_empty() {
+                continue;
+            }
+            let ratios: Vec<f64> = runs.iter().map(|r| r.ratio()).collect();
+            println!(
+                "{:<16} ALTER COPY {:.2} s, shadowcut {:.2} s, ratio {:.2} (runs: {})",
+                mode.name(),
+                median(runs.iter().map(|r| r.alter.as_secs_f64()).collect()),
+                median(
+                    runs.iter()
+                        .map(|r| r.shadowcut.took.as_secs_f64())
+                        .collect()
+                ),
+                median(ratios.clone()),
+                ratios
+                    .iter()
+                    .map(|r| format!("{r:.2}"))
+                    .collect::<Vec<_>>()
+                    .join(" ")
+            );
+        }
+    }
+
     println!();
     println!("Details");
     for r in results {
@@ -554,14 +603,31 @@ fn print_results(args: &Args, results: &[ModeResult]) {
                     / chunk_total.as_secs_f64().max(1e-9)
             );
         }
+        let replayed: u64 = sc.replayed.iter().sum();
+        if replayed > 0 {
+            println!(
+                "  {name}: replayed {} inserts, {} updates, {} deletes ({:.0} row changes/s over \
+                 the migration); largest backlog {} row events",
+                sc.replayed[0],
+                sc.replayed[1],
+                sc.replayed[2],
+                replayed as f64 / sc.took.as_secs_f64(),
+                sc.max_backlog
+            );
+        }
         for (what, w) in [
             ("ALTER COPY", &r.alter_writers),
             ("shadowcut ", &r.shadowcut_writers),
         ] {
             let Some(w) = w else { continue };
+            let longest = match w.max_txn_ms {
+                Some(ms) => format!("{ms:.0} ms ({} transactions >= 100 ms)", w.slow_txns),
+                None => "< 100 ms".to_string(),
+            };
             println!(
                 "  {name}: writers during {what}: {:.0} tps before, {:.0} tps during, {} s with \
-                 no commit, worst 1-s p95 latency {:.0} ms, {} errors, {} reconnects",
+                 no commit, longest transaction {longest}, worst 1-s p95 {:.0} ms, {} errors, \
+                 {} reconnects",
                 w.baseline_tps, w.window_tps, w.zero_tps_secs, w.max_p95_ms, w.errors, w.reconnects
             );
             for m in &w.messages {

@@ -20,22 +20,54 @@ use tokio::task::JoinHandle;
 /// Marks an error line printed by the wrapper script.
 const ERROR_TAG: &str = "BENCH-WRITER-ERROR";
 
-/// sysbench's `oltp_write_only`, plus a line on stderr for the first errors of each thread.
-const WRAPPER: &str = r#"-- Written by shadowcut's bench: sysbench's oltp_write_only, unchanged, plus a line on
--- stderr for the first errors each writer thread sees (sysbench does not print ignored errors).
+/// Marks a slow transaction printed by the wrapper script.
+const SLOW_TAG: &str = "BENCH-WRITER-SLOW";
+/// Transactions at least this slow are printed, in milliseconds.
+const SLOW_MS: u32 = 100;
+
+/// sysbench's `oltp_write_only`, unchanged, plus two kinds of lines on stderr: the first errors
+/// each writer thread sees (sysbench does not print ignored errors), and every transaction
+/// slower than SLOW_MS, since the interim reports carry only a p95, which hides a stall of a
+/// few transactions among thousands.
+fn wrapper_script() -> String {
+    format!(
+        r#"-- Written by shadowcut's bench: sysbench's oltp_write_only plus error and slow-transaction
+-- lines on stderr.
 require("oltp_write_only")
+local ffi = require("ffi")
+pcall(ffi.cdef, [[
+typedef struct {{ long tv_sec; long tv_nsec; }} bench_timespec_t;
+int clock_gettime(int clk_id, bench_timespec_t *tp);
+]])
+local ts = ffi.new("bench_timespec_t")
+local function now_ms()
+   ffi.C.clock_gettime(1, ts) -- CLOCK_MONOTONIC
+   return tonumber(ts.tv_sec) * 1000 + tonumber(ts.tv_nsec) / 1e6
+end
+local inner_event = event
+function event()
+   local t0 = now_ms()
+   inner_event()
+   local took = now_ms() - t0
+   if took >= {SLOW_MS} then
+      io.stderr:write(string.format("{SLOW_TAG} %.1f\n", took))
+      io.stderr:flush()
+   end
+end
 local shown = 0
 local previous = sysbench.hooks.before_restart_event
 function sysbench.hooks.before_restart_event(errdesc)
    if shown < 5 then
       shown = shown + 1
-      io.stderr:write(string.format("BENCH-WRITER-ERROR %s %s\n",
+      io.stderr:write(string.format("{ERROR_TAG} %s %s\n",
          tostring(errdesc.sql_errno), tostring(errdesc.sql_errmsg)))
       io.stderr:flush()
    end
    if previous then previous(errdesc) end
 end
-"#;
+"#
+    )
+}
 
 /// How hard the writers write.
 #[derive(Debug, Clone, Copy)]
@@ -104,6 +136,8 @@ fn parse_report(line: &str, at: Instant) -> Option<Sample> {
 #[derive(Default)]
 struct Seen {
     samples: Vec<Sample>,
+    /// Transactions of at least SLOW_MS, in ms.
+    slow_ms: Vec<f64>,
     errors: Vec<String>,
     other: Vec<String>,
 }
@@ -125,8 +159,12 @@ pub struct WriterReport {
     pub window_tps: f64,
     /// Whole seconds inside the window in which no transaction completed.
     pub zero_tps_secs: u32,
-    /// The worst per-second p95 latency of the whole run (the window and the second after it).
+    /// The worst per-second p95 latency of the whole run (warm-up, window, cool-down).
     pub max_p95_ms: f64,
+    /// The longest single transaction of the whole run, if any took at least 100 ms.
+    pub max_txn_ms: Option<f64>,
+    /// Transactions of the whole run that took at least 100 ms.
+    pub slow_txns: usize,
     /// Errors over the whole run: warm-up, window and cool-down.
     pub errors: u64,
     pub reconnects: u64,
@@ -144,7 +182,7 @@ impl Writers {
             .tempdir()
             .context("creating a temp dir for the sysbench script")?;
         let script = dir.path().join("bench_write_only.lua");
-        std::fs::write(&script, WRAPPER).context("writing the sysbench script")?;
+        std::fs::write(&script, wrapper_script()).context("writing the sysbench script")?;
         let mut child = Command::new(sysbench)
             .arg(&script)
             .arg("--db-driver=mysql")
@@ -217,6 +255,8 @@ impl Writers {
             }
         }
         report.messages = messages;
+        report.slow_txns = seen.slow_ms.len();
+        report.max_txn_ms = seen.slow_ms.iter().copied().reduce(f64::max);
         report.died = died.map(|status| {
             let fatal: Vec<&String> = seen
                 .other
@@ -235,7 +275,11 @@ async fn read_lines(stream: impl tokio::io::AsyncRead + Unpin, seen: Arc<Mutex<S
     while let Ok(Some(line)) = lines.next_line().await {
         let at = Instant::now();
         let mut seen = seen.lock().unwrap();
-        if let Some(msg) = line.strip_prefix(ERROR_TAG) {
+        if let Some(ms) = line.strip_prefix(SLOW_TAG) {
+            if let Ok(ms) = ms.trim().parse() {
+                seen.slow_ms.push(ms);
+            }
+        } else if let Some(msg) = line.strip_prefix(ERROR_TAG) {
             seen.errors.push(msg.trim().to_string());
         } else if let Some(sample) = parse_report(&line, at) {
             seen.samples.push(sample);
