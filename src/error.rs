@@ -38,6 +38,9 @@ pub enum Error {
     Cutover(String),
     #[error("cancelled")]
     Cancelled,
+    /// Stopped for a restart with its helper tables kept: it resumes from its checkpoint.
+    #[error("interrupted by a shutdown; it resumes from its checkpoint at the next start")]
+    Interrupted,
 }
 
 impl Error {
@@ -80,6 +83,22 @@ impl Error {
     /// (a copy chunk, a replay batch) may simply run again.
     pub fn is_transient_lock(&self) -> bool {
         matches!(self, Error::Db { source, .. } if matches!(server_error(source), Some((1213 | 1205, _))))
+    }
+}
+
+impl Error {
+    /// The connection to the server broke (network, server restart, the session was killed):
+    /// reconnecting and redoing the idempotent unit of work is safe.
+    pub fn is_connection_lost(&self) -> bool {
+        let Error::Db { source, .. } = self else {
+            return false;
+        };
+        match source {
+            mysql_async::Error::Io(_) | mysql_async::Error::Driver(_) => true,
+            // Server shutdown in progress, connection killed, server gone / lost.
+            mysql_async::Error::Server(e) => matches!(e.code, 1053 | 1927 | 2006 | 2013),
+            _ => false,
+        }
     }
 }
 

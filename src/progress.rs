@@ -51,6 +51,9 @@ pub struct Status {
     pub error: Option<String>,
     pub shadow_table: Option<String>,
     pub old_table: Option<String>,
+    /// The helper tables, once created: with the positions below, what a resume needs.
+    pub names: Option<crate::shadow::HelperNames>,
+    pub copy_done: bool,
     /// Every row with a key at or below this was copied and committed.
     pub copy_watermark: Option<Vec<Value>>,
     /// The last transaction fully applied to the shadow table.
@@ -70,6 +73,8 @@ pub struct Progress {
     pub heartbeat_applied_micros: AtomicI64,
     pub chunk_size: AtomicU64,
     pub cutover_attempts: AtomicU64,
+    /// Connections re-established after a loss.
+    pub reconnects: AtomicU64,
     observer: Arc<dyn Observer>,
     /// The gate the migration obeys, probes included, once it runs.
     throttle: Mutex<Option<crate::throttle::Throttle>>,
@@ -84,6 +89,8 @@ impl Progress {
                 error: None,
                 shadow_table: None,
                 old_table: None,
+                names: None,
+                copy_done: false,
                 copy_watermark: None,
                 applied_pos: None,
                 started_at: None,
@@ -96,6 +103,7 @@ impl Progress {
             heartbeat_applied_micros: AtomicI64::new(0),
             chunk_size: AtomicU64::new(0),
             cutover_attempts: AtomicU64::new(0),
+            reconnects: AtomicU64::new(0),
             observer,
             throttle: Mutex::new(None),
         })

@@ -80,21 +80,31 @@ fn template() -> Result<&'static Path, SandboxError> {
             .prefix("shadowcut-template-")
             .tempdir()
             .map_err(|e| e.to_string())?;
-        let out = Command::new(install)
-            .arg("--no-defaults")
-            .arg(format!("--datadir={}", dir.path().join("data").display()))
-            .arg("--auth-root-authentication-method=normal")
-            .arg("--skip-test-db")
-            .arg("--user=root")
-            .output()
-            .map_err(|e| e.to_string())?;
-        if !out.status.success() {
-            return Err(format!(
+        // A private tmpdir: the bootstrap server's temporary tables in a shared /tmp were seen
+        // removed under it by other processes. One retry covers any other transient failure.
+        let tmp = dir.path().join("tmp");
+        std::fs::create_dir_all(&tmp).map_err(|e| e.to_string())?;
+        let mut last = String::new();
+        for _ in 0..2 {
+            let _ = std::fs::remove_dir_all(dir.path().join("data"));
+            let out = Command::new(&install)
+                .arg("--no-defaults")
+                .arg(format!("--datadir={}", dir.path().join("data").display()))
+                .arg(format!("--tmpdir={}", tmp.display()))
+                .arg("--auth-root-authentication-method=normal")
+                .arg("--skip-test-db")
+                .arg("--user=root")
+                .output()
+                .map_err(|e| e.to_string())?;
+            if out.status.success() {
+                return Ok(dir);
+            }
+            last = format!(
                 "mariadb-install-db: {}",
                 String::from_utf8_lossy(&out.stderr)
-            ));
+            );
         }
-        Ok(dir)
+        Err(last)
     });
     match made {
         Ok(dir) => Ok(dir.path()),
@@ -147,6 +157,7 @@ impl Sandbox {
             "--bind-address=127.0.0.1".to_string(),
             format!("--socket={d}/mariadb.sock"),
             format!("--pid-file={d}/mariadb.pid"),
+            format!("--tmpdir={d}"),
             "--user=root".to_string(),
             format!("--log-bin={}/binlog", data.display()),
             format!("--server-id={}", opts.server_id),

@@ -19,7 +19,7 @@ use crate::sql::{qualified, quote_ident};
 pub const MAX_NAME_CHARS: usize = 64;
 
 /// Names of every table a migration creates.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct HelperNames {
     /// `_<t>_new`: the table with the new schema.
     pub shadow: String,
@@ -223,6 +223,38 @@ pub async fn check_names_free(conn: &mut Conn, database: &str, names: &HelperNam
         }
     }
     Ok(())
+}
+
+/// Picks up an existing shadow table after a restart: the same checks as at creation, on the
+/// table that is there. Refuses if the shadow or changelog table is missing.
+pub async fn reopen(
+    conn: &mut Conn,
+    insp: &Inspection,
+    alter: &AlterPlan,
+    allow_renames: bool,
+    names: HelperNames,
+) -> Result<ShadowPlan> {
+    let db = &insp.schema.database;
+    for name in [&names.shadow, &names.changelog] {
+        if !inspect::table_exists(conn, db, name).await? {
+            return Err(Error::refused(
+                "resume",
+                format!("cannot resume: helper table {db}.{name} is gone"),
+                "start the migration again from scratch",
+            ));
+        }
+    }
+    let shadow_schema = schema::load(conn, db, &names.shadow)
+        .await?
+        .ok_or_else(|| Error::Cutover(format!("shadow table {} vanished", names.shadow)))?;
+    let columns = map_columns(&insp.schema, &shadow_schema, &alter.renames, allow_renames)?;
+    let key = shared_key(&insp.schema, &shadow_schema, &columns)?;
+    Ok(ShadowPlan {
+        names,
+        columns,
+        key,
+        shadow_schema,
+    })
 }
 
 /// Creates the shadow and changelog tables and works out the mapping.

@@ -6,8 +6,10 @@
 //! state changes go through the state machine in `progress`. Components get only what they
 //! need: connection settings, the plan, channels and the shared progress.
 
+mod checkpoint;
 mod options;
 
+pub use checkpoint::{Checkpoint, KeyValue};
 pub use options::{CriticalLoadAction, MigrationOptions};
 
 use std::sync::Arc;
@@ -25,13 +27,16 @@ use crate::clock::{now_micros, utc_stamp};
 use crate::conn::ConnSettings;
 use crate::copy::{Copier, CopyTuning};
 use crate::cutover::{swap_with_retries, CutoverPlan, Drain};
+use crate::error::DbContext;
 use crate::error::{Error, Result};
 use crate::inspect;
 use crate::progress::Progress;
 use crate::replay::Replayer;
 use crate::shadow::{self, HelperNames, ShadowPlan};
+use crate::sql::qualified;
 use crate::state::{State, Step};
 use crate::throttle::{spawn_probes, ProbeContext, ProbeSwitches, Throttle, ThrottleSettings};
+use mysql_async::prelude::Queryable;
 
 /// What to migrate.
 #[derive(Debug, Clone)]
@@ -45,7 +50,11 @@ pub struct MigrationSpec {
 
 /// How the outside steers a running migration.
 pub struct Controls {
+    /// Stop and drop the helper tables: the original stays as it was.
     pub cancel: CancellationToken,
+    /// Stop at a safe point but keep the helper tables, for a resume from the checkpoint
+    /// (daemon shutdown). The migration ends with [`Error::Interrupted`].
+    pub shutdown: CancellationToken,
     pub throttle: Throttle,
     /// Becomes true when the operator allows a postponed cut-over.
     pub cutover_go: watch::Receiver<bool>,
@@ -62,6 +71,7 @@ impl Controls {
         (
             Controls {
                 cancel: CancellationToken::new(),
+                shutdown: CancellationToken::new(),
                 throttle: Throttle::new(),
                 cutover_go,
                 tuning,
@@ -124,9 +134,55 @@ pub async fn run(
     controls: Controls,
     progress: Arc<Progress>,
 ) -> Result<Outcome> {
+    run_with(spec, None, controls, progress).await
+}
+
+/// Continues a migration from its checkpoint after a restart or crash: replay from the saved
+/// binlog position, copy from the watermark. A swap that a crash interrupted is completed or
+/// rolled back first, by looking at which tables exist.
+pub async fn resume(
+    spec: MigrationSpec,
+    checkpoint: Checkpoint,
+    controls: Controls,
+    progress: Arc<Progress>,
+) -> Result<Outcome> {
+    run_with(spec, Some(checkpoint), controls, progress).await
+}
+
+async fn run_with(
+    spec: MigrationSpec,
+    checkpoint: Option<Checkpoint>,
+    controls: Controls,
+    progress: Arc<Progress>,
+) -> Result<Outcome> {
     let span = info_span!("migration", db = %spec.database, table = %spec.table);
     async move {
-        let result = run_inner(&spec, &controls, &progress).await;
+        // One stop token for the pipeline, fired by either cancel or shutdown.
+        let stop = CancellationToken::new();
+        let relay = {
+            let (stop, cancel, shutdown) = (
+                stop.clone(),
+                controls.cancel.clone(),
+                controls.shutdown.clone(),
+            );
+            tokio::spawn(async move {
+                tokio::select! {
+                    _ = cancel.cancelled() => {}
+                    _ = shutdown.cancelled() => {}
+                }
+                stop.cancel();
+            })
+        };
+        let result = run_inner(&spec, &controls, &stop, &progress, checkpoint).await;
+        relay.abort();
+        let result = match result {
+            Err(Error::Cancelled)
+                if controls.shutdown.is_cancelled() && !controls.cancel.is_cancelled() =>
+            {
+                Err(Error::Interrupted)
+            }
+            other => other,
+        };
         match &result {
             Ok(o) => {
                 progress.update(|s| s.old_table = o.old_table.clone());
@@ -136,6 +192,9 @@ pub async fn run(
             Err(Error::Cancelled) => {
                 let _ = progress.move_to(State::Cancelled);
                 info!("migration cancelled; the original table is unchanged");
+            }
+            Err(Error::Interrupted) => {
+                info!("migration interrupted; helper tables kept for a resume")
             }
             Err(e) => {
                 progress.fail(e.to_string());
@@ -151,33 +210,153 @@ pub async fn run(
 async fn run_inner(
     spec: &MigrationSpec,
     controls: &Controls,
+    stop: &CancellationToken,
     progress: &Arc<Progress>,
+    checkpoint: Option<Checkpoint>,
 ) -> Result<Outcome> {
     progress
         .move_to(State::Running)
         .map_err(|e| Error::Cutover(e.to_string()))?;
-    if controls.cancel.is_cancelled() {
+    if stop.is_cancelled() {
         return Err(Error::Cancelled);
     }
     let mut conn = spec.settings.connect("inspection").await?;
-    let (insp, plan) = prepare(spec, &mut conn, |step| progress.set_step(step)).await?;
+    let (insp, plan) = match &checkpoint {
+        None => prepare(spec, &mut conn, |step| progress.set_step(step)).await?,
+        Some(cp) => {
+            if let Some(done) = finish_interrupted_swap(spec, &mut conn, &cp.names).await? {
+                return Ok(done);
+            }
+            progress.set_step(Step::Inspecting);
+            let alter = alter::validate(&spec.alter)?;
+            let insp = inspect::inspect(&mut conn, &spec.database, &spec.table).await?;
+            let plan = shadow::reopen(
+                &mut conn,
+                &insp,
+                &alter,
+                spec.options.allow_renamed_columns,
+                cp.names.clone(),
+            )
+            .await?;
+            progress
+                .rows_copied
+                .store(cp.rows_copied, std::sync::atomic::Ordering::Relaxed);
+            progress.update(|s| {
+                s.copy_done = cp.copy_done;
+                s.copy_watermark = cp.watermark_values().ok().flatten();
+            });
+            info!(applied = %cp.applied, copy_done = cp.copy_done, "resuming from the checkpoint");
+            (insp, plan)
+        }
+    };
     progress
         .rows_estimate
         .store(insp.rows_estimate, std::sync::atomic::Ordering::Relaxed);
-    progress.update(|s| s.shadow_table = Some(plan.names.shadow.clone()));
-    info!(shadow = %plan.names.shadow, key = ?plan.key.source, "shadow table created");
+    progress.update(|s| {
+        s.shadow_table = Some(plan.names.shadow.clone());
+        s.names = Some(plan.names.clone());
+    });
+    info!(shadow = %plan.names.shadow, key = ?plan.key.source, "shadow table ready");
 
-    // From here on the helpers exist: whatever happens, clean up before returning an error.
+    // From here on the helpers exist: on any error but an interruption, drop them.
     let tasks = CancellationToken::new();
-    let result = migrate(spec, controls, progress, &insp, &plan, &mut conn, &tasks).await;
+    let result = migrate(
+        spec,
+        controls,
+        stop,
+        progress,
+        &insp,
+        &plan,
+        &mut conn,
+        &tasks,
+        checkpoint.as_ref(),
+    )
+    .await;
     tasks.cancel();
-    if result.is_err() {
+    let interrupted = matches!(result, Err(Error::Cancelled))
+        && controls.shutdown.is_cancelled()
+        && !controls.cancel.is_cancelled();
+    if result.is_err() && !interrupted {
         if let Err(e) = shadow::drop_helpers(&mut conn, &spec.database, &plan.names).await {
             warn!(error = %e, "could not drop the helper tables; drop them by hand");
         }
     }
     let _ = conn.disconnect().await;
     result
+}
+
+/// Works out how far an interrupted swap got. The RENAME is atomic, so either the shadow
+/// still has its name (nothing swapped: remove a leftover placeholder and go on) or it is gone
+/// (swapped: finish by archiving or dropping the old table). Returns the outcome in the
+/// second case.
+async fn finish_interrupted_swap(
+    spec: &MigrationSpec,
+    conn: &mut mysql_async::Conn,
+    names: &HelperNames,
+) -> Result<Option<Outcome>> {
+    let db = &spec.database;
+    let shadow_there = inspect::table_exists(conn, db, &names.shadow).await?;
+    let swap_there = inspect::table_exists(conn, db, &names.swap).await?;
+    if shadow_there {
+        if swap_there {
+            info!(placeholder = %names.swap, "removing the placeholder of an interrupted cut-over; nothing was swapped");
+            shadow::drop_helper(conn, db, &names.swap).await?;
+        }
+        return Ok(None);
+    }
+    let archived = inspect::table_exists(conn, db, &names.archive).await?;
+    if !swap_there && !archived && spec.options.keep_old_table {
+        return Err(Error::refused(
+            "resume",
+            format!(
+                "cannot resume: neither the shadow table {} nor the old table exists",
+                names.shadow
+            ),
+            "check the table by hand; the migration cannot tell how far it got",
+        ));
+    }
+    info!("the interrupted cut-over had swapped the tables; finishing it");
+    if swap_there {
+        let swap = qualified(db, &names.swap);
+        let sql = if spec.options.keep_old_table {
+            format!("RENAME TABLE {swap} TO {}", qualified(db, &names.archive))
+        } else {
+            format!("DROP TABLE {swap}")
+        };
+        conn.query_drop(sql)
+            .await
+            .ctx(|| "finishing the interrupted cut-over".to_string())?;
+    }
+    shadow::drop_helper(conn, db, &names.changelog).await?;
+    Ok(Some(Outcome {
+        old_table: spec.options.keep_old_table.then(|| names.archive.clone()),
+        stall: Duration::ZERO,
+    }))
+}
+
+/// Refuses to resume from a binlog file the server no longer has.
+async fn check_binlog_available(
+    conn: &mut mysql_async::Conn,
+    pos: &binlog::BinlogPos,
+) -> Result<()> {
+    let files: Vec<mysql_async::Row> = conn
+        .query("SHOW BINARY LOGS")
+        .await
+        .ctx(|| "listing binlog files".to_string())?;
+    let present = files.iter().any(|r| {
+        r.get_opt::<String, _>("Log_name")
+            .and_then(|x| x.ok())
+            .as_deref()
+            == Some(pos.file.as_str())
+    });
+    if present {
+        return Ok(());
+    }
+    Err(Error::refused(
+        "binlog_purged",
+        format!("the binlog file {} where the migration stopped ({pos}) has been purged from the server", pos.file),
+        "the migration cannot resume; start it again from scratch (cancel it and start a new one), and keep binlogs longer than a migration may pause",
+    ))
 }
 
 /// A background task whose failure must stop the migration.
@@ -229,18 +408,29 @@ impl Workers {
     }
 }
 
+#[allow(clippy::too_many_arguments)]
 async fn migrate(
     spec: &MigrationSpec,
     controls: &Controls,
+    stop: &CancellationToken,
     progress: &Arc<Progress>,
     insp: &inspect::Inspection,
     plan: &ShadowPlan,
     conn: &mut mysql_async::Conn,
     tasks: &CancellationToken,
+    checkpoint: Option<&Checkpoint>,
 ) -> Result<Outcome> {
     let db = &spec.database;
     // Tail from before the copy starts, so every change the copy may miss is replayed.
-    let start = binlog::current_position(conn, &insp.version).await?;
+    let start = match checkpoint {
+        Some(cp) => {
+            check_binlog_available(conn, &cp.applied).await?;
+            cp.applied.clone()
+        }
+        None => binlog::current_position(conn, &insp.version).await?,
+    };
+    // A checkpoint exists from here on: nothing is applied yet, so the start is the position.
+    progress.update(|s| s.applied_pos = Some(start.clone()));
     let (tx, rx) = mpsc::channel(64);
     let (marker_tx, marker_rx) = watch::channel(0i64);
     let server_id = 1_000_000_000 + (now_micros() as u32 % 1_000_000_000);
@@ -299,15 +489,26 @@ async fn migrate(
     progress.set_step(Step::Copying);
     let copy_conn = spec.settings.connect("copy").await?;
     let mut copier = Copier::new(copy_conn, &insp.schema, plan, progress.clone()).await?;
-    let copy = copier.run(None, controls.tuning.clone(), &gate, &controls.cancel);
-    workers.watch(copy).await?;
+    let resume_copy =
+        match checkpoint {
+            Some(cp) if cp.copy_done => None,
+            Some(cp) => Some(cp.watermark_values().map_err(|e| {
+                Error::refused("resume", e, "start the migration again from scratch")
+            })?),
+            None => Some(None),
+        };
+    if let Some(start_after) = resume_copy {
+        let copy = copier.run(start_after, controls.tuning.clone(), &gate, stop);
+        workers.watch(copy).await?;
+    }
+    progress.update(|s| s.copy_done = true);
     drop(copier);
     info!(rows = Progress::get(&progress.rows_copied), "copy done");
 
     progress.set_step(Step::CatchingUp);
     let mut drain = Drain::new(marker_rx);
     workers
-        .watch(catch_up(spec, plan, &mut drain, &controls.cancel))
+        .watch(catch_up(spec, plan, &mut drain, stop))
         .await?;
 
     if !*controls.cutover_go.borrow() {
@@ -325,18 +526,18 @@ async fn migrate(
                 }
             };
             tokio::select! {
-                _ = controls.cancel.cancelled() => Err(Error::Cancelled),
+                _ = stop.cancelled() => Err(Error::Cancelled),
                 _ = go_given => Ok(()),
             }
         };
         workers.watch(wait).await?;
         workers
-            .watch(catch_up(spec, plan, &mut drain, &controls.cancel))
+            .watch(catch_up(spec, plan, &mut drain, stop))
             .await?;
     }
     // Not while throttled: the cut-over's lock is the one moment the application notices us.
-    workers.watch(gate.wait_clear(&controls.cancel)).await?;
-    if controls.cancel.is_cancelled() {
+    workers.watch(gate.wait_clear(stop)).await?;
+    if stop.is_cancelled() {
         return Err(Error::Cancelled);
     }
 

@@ -2,6 +2,8 @@
 //! migrations against it.
 #![allow(dead_code)]
 
+pub mod writers;
+
 use std::sync::Arc;
 
 use mysql_async::prelude::Queryable;

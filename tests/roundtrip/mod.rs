@@ -200,6 +200,7 @@ pub async fn migrate_with_writes(
     let (go_tx, cutover_go) = watch::channel(false);
     let controls = Controls {
         cancel: CancellationToken::new(),
+        shutdown: CancellationToken::new(),
         throttle: Throttle::new(),
         cutover_go,
         tuning,
