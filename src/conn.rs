@@ -86,3 +86,107 @@ where
         .await
         .ctx(|| format!("running `{sql}`"))
 }
+
+/// A worker's connection that comes back after a loss.
+///
+/// `conn()` reconnects with backoff (running the session's setup statements again) until
+/// `reconnect_for` has passed since the loss was noticed; then the last error stands. Callers
+/// redo their idempotent unit of work after a loss, so a reconnect never skips or half-applies
+/// anything.
+pub struct Session {
+    settings: ConnSettings,
+    purpose: &'static str,
+    setup: Vec<String>,
+    reconnect_for: std::time::Duration,
+    progress: std::sync::Arc<crate::progress::Progress>,
+    conn: Option<Conn>,
+    lost_since: Option<std::time::Instant>,
+}
+
+impl Session {
+    pub async fn open(
+        settings: &ConnSettings,
+        purpose: &'static str,
+        setup: Vec<String>,
+        reconnect_for: std::time::Duration,
+        progress: std::sync::Arc<crate::progress::Progress>,
+    ) -> Result<Session> {
+        let mut s = Session {
+            settings: settings.clone(),
+            purpose,
+            setup,
+            reconnect_for,
+            progress,
+            conn: None,
+            lost_since: None,
+        };
+        s.conn().await?;
+        Ok(s)
+    }
+
+    async fn connect_once(&self) -> Result<Conn> {
+        let mut conn = self.settings.connect(self.purpose).await?;
+        for stmt in &self.setup {
+            conn.query_drop(stmt)
+                .await
+                .ctx(|| format!("{} session setup", self.purpose))?;
+        }
+        Ok(conn)
+    }
+
+    /// The live connection, reconnecting first if it was lost.
+    pub async fn conn(&mut self) -> Result<&mut Conn> {
+        if self.conn.is_none() {
+            let mut backoff = std::time::Duration::from_millis(100);
+            loop {
+                match self.connect_once().await {
+                    Ok(c) => {
+                        if self.lost_since.take().is_some() {
+                            self.progress
+                                .reconnects
+                                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                            tracing::info!(purpose = self.purpose, "reconnected");
+                        }
+                        self.conn = Some(c);
+                        break;
+                    }
+                    Err(e) if e.is_connection_lost() && self.lost_since.is_some() => {
+                        let since = self.lost_since.unwrap_or_else(std::time::Instant::now);
+                        if since.elapsed() > self.reconnect_for {
+                            return Err(crate::Error::Db {
+                                context: format!(
+                                    "the server was unreachable for more than {:?} ({}); the migration stopped",
+                                    self.reconnect_for, self.purpose
+                                ),
+                                source: match e {
+                                    crate::Error::Db { source, .. } => source,
+                                    _ => return Err(e),
+                                },
+                            });
+                        }
+                        tokio::time::sleep(backoff).await;
+                        backoff = (backoff * 2).min(std::time::Duration::from_secs(2));
+                    }
+                    Err(e) => return Err(e),
+                }
+            }
+        }
+        match self.conn.as_mut() {
+            Some(c) => Ok(c),
+            None => Err(crate::Error::Binlog("no connection".to_string())),
+        }
+    }
+
+    /// Notes a lost connection: the next `conn()` reconnects.
+    pub fn lost(&mut self, error: &crate::Error) {
+        tracing::warn!(purpose = self.purpose, %error, "connection lost; reconnecting");
+        self.conn = None;
+        self.lost_since.get_or_insert_with(std::time::Instant::now);
+    }
+
+    pub async fn close(mut self) {
+        if let Some(c) = self.conn.take() {
+            let _ = c.disconnect().await;
+        }
+    }
+}

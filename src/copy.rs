@@ -12,14 +12,15 @@
 
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use mysql_async::prelude::Queryable;
-use mysql_async::{Conn, Row, Value};
+use mysql_async::{Row, Value};
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 use tracing::debug;
 
+use crate::conn::{ConnSettings, Session};
 use crate::error::{DbContext, Error, Result, LOCK_RETRIES};
 use crate::progress::Progress;
 use crate::schema::TableSchema;
@@ -34,7 +35,7 @@ pub struct CopyTuning {
 }
 
 pub struct Copier {
-    conn: Conn,
+    session: Session,
     source: String,
     key_cols: Vec<String>,
     force_index: String,
@@ -47,15 +48,16 @@ pub struct Copier {
 
 impl Copier {
     pub async fn new(
-        mut conn: Conn,
+        settings: &ConnSettings,
+        reconnect_for: Duration,
         source: &TableSchema,
         plan: &ShadowPlan,
         progress: Arc<Progress>,
     ) -> Result<Copier> {
         // A non-locking read of the source: the application's row locks are not touched.
-        conn.query_drop("SET SESSION TRANSACTION ISOLATION LEVEL READ COMMITTED")
-            .await
-            .ctx(|| "copy session setup".to_string())?;
+        let setup = vec!["SET SESSION TRANSACTION ISOLATION LEVEL READ COMMITTED".to_string()];
+        let session =
+            Session::open(settings, "copy", setup, reconnect_for, progress.clone()).await?;
         let sources: Vec<&str> = plan.columns.iter().map(|c| c.source.as_str()).collect();
         let targets: Vec<&str> = plan.columns.iter().map(|c| c.target.as_str()).collect();
         let shadow_key_name = plan
@@ -71,7 +73,7 @@ impl Copier {
             .map(|k| k.name.clone())
             .unwrap_or_else(|| "PRIMARY".to_string());
         Ok(Copier {
-            conn,
+            session,
             source: qualified(&source.database, &source.name),
             key_cols: plan.key.source.clone(),
             force_index: quote_ident(&plan.key.index_name),
@@ -105,7 +107,9 @@ impl Copier {
             self.force_index
         );
         let row: Option<Row> = self
-            .conn
+            .session
+            .conn()
+            .await?
             .query_first(sql)
             .await
             .ctx(|| "finding the copy's end key".to_string())?;
@@ -136,7 +140,9 @@ impl Copier {
             chunk.saturating_sub(1)
         );
         let row: Option<Row> = self
-            .conn
+            .session
+            .conn()
+            .await?
             .exec_first(sql, params)
             .await
             .ctx(|| "finding a chunk boundary".to_string())?;
@@ -161,23 +167,12 @@ impl Copier {
             self.force_index,
             conds.join(" AND ")
         );
-        // A deadlock with the replay rolls the chunk back; the chunk is idempotent, run it again.
-        let mut attempt = 0;
-        loop {
-            let done = self.conn.exec_drop(&sql, params.clone()).await;
-            match done.ctx(|| "copying a chunk".to_string()) {
-                Ok(()) => break,
-                Err(e) if e.is_transient_lock() && attempt < LOCK_RETRIES => {
-                    attempt += 1;
-                    debug!(attempt, "copy chunk hit a deadlock; retrying");
-                    tokio::time::sleep(std::time::Duration::from_millis(5 * u64::from(attempt)))
-                        .await;
-                }
-                Err(e) => return Err(e),
-            }
-        }
-        let inserted = self.conn.affected_rows();
-        if self.conn.get_warnings() > 0 {
+        let conn = self.session.conn().await?;
+        conn.exec_drop(&sql, params)
+            .await
+            .ctx(|| "copying a chunk".to_string())?;
+        let (inserted, warnings) = (conn.affected_rows(), conn.get_warnings());
+        if warnings > 0 {
             self.check_warnings().await?;
         }
         Ok(inserted)
@@ -186,7 +181,9 @@ impl Copier {
     /// Fails on any warning but a duplicate on the shared key (a row the replay wrote first).
     async fn check_warnings(&mut self) -> Result<()> {
         let warnings: Vec<(String, u32, String)> = self
-            .conn
+            .session
+            .conn()
+            .await?
             .query("SHOW WARNINGS")
             .await
             .ctx(|| "reading copy warnings".to_string())?;
@@ -206,6 +203,21 @@ impl Copier {
         Ok(())
     }
 
+    /// Finds the next chunk's end and copies it: `(hi, last, rows inserted)`.
+    async fn chunk(
+        &mut self,
+        lo: Option<&[Value]>,
+        end: &[Value],
+        chunk: u64,
+    ) -> Result<(Vec<Value>, bool, u64)> {
+        let (hi, last) = match self.chunk_end(lo, end, chunk).await? {
+            Some(hi) => (hi, false),
+            None => (end.to_vec(), true),
+        };
+        let inserted = self.copy_range(lo, &hi).await?;
+        Ok((hi, last, inserted))
+    }
+
     /// Copies from `start_after` (exclusive; `None` from the beginning) to the end.
     pub async fn run(
         &mut self,
@@ -214,7 +226,14 @@ impl Copier {
         throttle: &Throttle,
         cancel: &CancellationToken,
     ) -> Result<()> {
-        let Some(end) = self.max_key().await? else {
+        let end = loop {
+            match self.max_key().await {
+                Ok(end) => break end,
+                Err(e) if e.is_connection_lost() => self.session.lost(&e),
+                Err(e) => return Err(e),
+            }
+        };
+        let Some(end) = end else {
             return Ok(());
         };
         let mut lo = start_after;
@@ -226,11 +245,20 @@ impl Copier {
             let chunk = tuning.borrow().chunk_size.max(1);
             self.progress.chunk_size.store(chunk, Ordering::Relaxed);
             let started = Instant::now();
-            let (hi, last) = match self.chunk_end(lo.as_deref(), &end, chunk).await? {
-                Some(hi) => (hi, false),
-                None => (end.clone(), true),
+            // A chunk is idempotent: after a deadlock or a lost connection, run it again.
+            let mut deadlocks = 0;
+            let (hi, last, inserted) = loop {
+                match self.chunk(lo.as_deref(), &end, chunk).await {
+                    Ok(done) => break done,
+                    Err(e) if e.is_connection_lost() => self.session.lost(&e),
+                    Err(e) if e.is_transient_lock() && deadlocks < LOCK_RETRIES => {
+                        deadlocks += 1;
+                        debug!(deadlocks, "copy chunk hit a deadlock; retrying");
+                        tokio::time::sleep(Duration::from_millis(5 * u64::from(deadlocks))).await;
+                    }
+                    Err(e) => return Err(e),
+                }
             };
-            let inserted = self.copy_range(lo.as_deref(), &hi).await?;
             self.progress
                 .rows_copied
                 .fetch_add(inserted, Ordering::Relaxed);

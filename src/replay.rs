@@ -14,13 +14,14 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use mysql_async::prelude::Queryable;
-use mysql_async::{Conn, Value};
+use mysql_async::Value;
 use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 use tracing::debug;
 
 use crate::binlog::{BinlogPos, Item, RowChange};
+use crate::conn::{ConnSettings, Session};
 use crate::error::{DbContext, Error, Result, LOCK_RETRIES};
 use crate::progress::{ChangeKind, Progress};
 use crate::schema::{Column, TableSchema};
@@ -162,7 +163,7 @@ enum Op<'a> {
 }
 
 pub struct Replayer {
-    conn: Conn,
+    session: Session,
     stmts: Statements,
     progress: Arc<Progress>,
     markers: watch::Sender<i64>,
@@ -170,18 +171,19 @@ pub struct Replayer {
 
 impl Replayer {
     pub async fn new(
-        mut conn: Conn,
+        settings: &ConnSettings,
+        reconnect_for: Duration,
         source: &TableSchema,
         plan: &ShadowPlan,
         progress: Arc<Progress>,
         markers: watch::Sender<i64>,
     ) -> Result<Replayer> {
         // Fewer gap locks on the shadow table: fewer deadlocks with the copy.
-        conn.query_drop("SET SESSION TRANSACTION ISOLATION LEVEL READ COMMITTED")
-            .await
-            .ctx(|| "replay session setup".to_string())?;
+        let setup = vec!["SET SESSION TRANSACTION ISOLATION LEVEL READ COMMITTED".to_string()];
+        let session =
+            Session::open(settings, "replay", setup, reconnect_for, progress.clone()).await?;
         Ok(Replayer {
-            conn,
+            session,
             stmts: Statements::new(source, plan)?,
             progress,
             markers,
@@ -245,13 +247,17 @@ impl Replayer {
         }
         let rows: u64 = counts.iter().sum();
         if !ops.is_empty() {
-            // A deadlock with the copy rolls the batch back whole; replaying it is idempotent.
+            // A deadlock with the copy, or a lost connection, rolls the batch back whole;
+            // replaying it is idempotent.
             let mut attempt = 0;
             loop {
                 match self.apply_ops(&ops).await {
                     Ok(()) => break,
+                    Err(e) if e.is_connection_lost() => self.session.lost(&e),
                     Err(e) if e.is_transient_lock() && attempt < LOCK_RETRIES => {
-                        let _ = self.conn.query_drop("ROLLBACK").await;
+                        if let Ok(c) = self.session.conn().await {
+                            let _ = c.query_drop("ROLLBACK").await;
+                        }
                         attempt += 1;
                         debug!(attempt, "replay batch hit a deadlock; retrying");
                         tokio::time::sleep(Duration::from_millis(5 * u64::from(attempt))).await;
@@ -282,7 +288,9 @@ impl Replayer {
     }
 
     async fn apply_ops(&mut self, ops: &[Op<'_>]) -> Result<()> {
-        self.conn
+        self.session
+            .conn()
+            .await?
             .query_drop("BEGIN")
             .await
             .ctx(|| "replay: BEGIN".to_string())?;
@@ -300,7 +308,9 @@ impl Replayer {
             }
             i = j;
         }
-        self.conn
+        self.session
+            .conn()
+            .await?
             .query_drop("COMMIT")
             .await
             .ctx(|| "replay: COMMIT".to_string())
@@ -322,7 +332,9 @@ impl Replayer {
                 sql.push_str(&self.stmts.row_values);
                 params.extend(self.stmts.written.iter().map(|&i| row[i].clone()));
             }
-            self.conn
+            self.session
+                .conn()
+                .await?
                 .exec_drop(sql, params)
                 .await
                 .ctx(|| "replaying inserts/updates into the shadow table".to_string())?;
@@ -343,17 +355,14 @@ impl Replayer {
                 sql.push_str(&self.stmts.key_match);
                 params.extend(self.stmts.key.iter().map(|&i| row[i].clone()));
             }
-            self.conn
+            self.session
+                .conn()
+                .await?
                 .exec_drop(sql, params)
                 .await
                 .ctx(|| "replaying deletes into the shadow table".to_string())?;
         }
         Ok(())
-    }
-
-    /// Returns the session, e.g. to close it before the cut-over.
-    pub fn into_conn(self) -> Conn {
-        self.conn
     }
 }
 

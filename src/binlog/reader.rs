@@ -65,6 +65,8 @@ pub struct TailConfig {
     pub start: BinlogPos,
     pub schema: TableSchema,
     pub changelog: String,
+    /// How long to keep reconnecting after the stream broke before giving up.
+    pub reconnect_for: std::time::Duration,
 }
 
 /// Starts the tail. The task ends when `cancel` fires (Ok), the channel closes (Ok), or on error.
@@ -121,6 +123,8 @@ struct Tail<'a> {
     pending: Vec<RowChange>,
     /// Changelog rows of the open transaction: (id, value).
     pending_changelog: Vec<(u64, i64)>,
+    /// End of the last transaction handed over: where a reconnect resumes.
+    last_end: BinlogPos,
 }
 
 /// Verifies an event's CRC32, which mysql_common strips but does not check. Events before the
@@ -147,7 +151,53 @@ fn verify_checksum(event: &Event, fde_seen: bool, file: &str) -> Result<()> {
     Ok(())
 }
 
+const STREAM_CLOSED: &str = "the server closed the binlog stream";
+
+/// Streams until the replay side goes away, reconnecting after a lost connection from the end
+/// of the last transaction handed over (a transaction handed over in parts is sent again from
+/// its start; the replay applies it idempotently).
 async fn tail(cfg: &TailConfig, tx: &mpsc::Sender<Item>, progress: &Progress) -> Result<()> {
+    let mut from = cfg.start.clone();
+    let mut lost_since: Option<std::time::Instant> = None;
+    let mut backoff = std::time::Duration::from_millis(100);
+    loop {
+        let mut flowing = false;
+        match stream_from(cfg, tx, progress, &mut from, &mut flowing).await {
+            Ok(()) => return Ok(()),
+            Err(e)
+                if e.is_connection_lost()
+                    || matches!(&e, Error::Binlog(m) if m == STREAM_CLOSED) =>
+            {
+                if flowing {
+                    lost_since = None;
+                    backoff = std::time::Duration::from_millis(100);
+                }
+                let since = *lost_since.get_or_insert_with(std::time::Instant::now);
+                if since.elapsed() > cfg.reconnect_for {
+                    return Err(Error::Binlog(format!(
+                        "the binlog connection could not be re-established for {:?} ({e}); the migration stopped",
+                        cfg.reconnect_for
+                    )));
+                }
+                warn!(error = %e, resume_at = %from, "binlog connection lost; reconnecting");
+                tokio::time::sleep(backoff).await;
+                backoff = (backoff * 2).min(std::time::Duration::from_secs(2));
+                progress
+                    .reconnects
+                    .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            }
+            Err(e) => return Err(e),
+        }
+    }
+}
+
+async fn stream_from(
+    cfg: &TailConfig,
+    tx: &mpsc::Sender<Item>,
+    progress: &Progress,
+    from: &mut BinlogPos,
+    flowing: &mut bool,
+) -> Result<()> {
     use futures_util::StreamExt;
 
     let mut conn = cfg.settings.connect("binlog streaming").await?;
@@ -156,37 +206,42 @@ async fn tail(cfg: &TailConfig, tx: &mpsc::Sender<Item>, progress: &Progress) ->
             .await
             .ctx(|| format!("binlog session: {stmt}"))?;
     }
-    info!(start = %cfg.start, server_id = cfg.server_id, "binlog tail starting");
+    info!(start = %from, server_id = cfg.server_id, "binlog tail starting");
     let request = BinlogStreamRequest::new(cfg.server_id)
-        .with_filename(cfg.start.file.as_bytes())
-        .with_pos(cfg.start.pos);
+        .with_filename(from.file.as_bytes())
+        .with_pos(from.pos);
     let mut stream = conn
         .get_binlog_stream(request)
         .await
-        .ctx(|| format!("requesting the binlog from {}", cfg.start))?;
+        .ctx(|| format!("requesting the binlog from {from}"))?;
     let mut t = Tail {
         cfg,
         tx,
         progress,
-        file: cfg.start.file.clone(),
+        file: from.file.clone(),
         fde_seen: false,
         table_id: None,
         decoders: HashMap::new(),
         changelog_id: None,
         changelog_decoder: None,
-        gtid: None,
+        gtid: from.gtid.clone(),
         pending: Vec::new(),
         pending_changelog: Vec::new(),
+        last_end: from.clone(),
     };
-    while let Some(event) = stream.next().await {
-        let event = event.ctx(|| format!("reading the binlog near {}", t.file))?;
-        if !t.handle(&event).await? {
-            return Ok(());
+    let result = async {
+        while let Some(event) = stream.next().await {
+            let event = event.ctx(|| format!("reading the binlog near {}", t.file))?;
+            *flowing = true;
+            if !t.handle(&event).await? {
+                return Ok(());
+            }
         }
+        Err(Error::Binlog(STREAM_CLOSED.to_string()))
     }
-    Err(Error::Binlog(
-        "the server closed the binlog stream".to_string(),
-    ))
+    .await;
+    *from = t.last_end.clone();
+    result
 }
 
 impl Tail<'_> {
@@ -205,15 +260,19 @@ impl Tail<'_> {
         let ty = header.event_type_raw();
         match ty {
             ROTATE => {
+                // The fake ROTATE sent before the format description carries the checksum
+                // bytes at the end of its name (mysql_common cannot strip them yet), and they
+                // may well be printable: keep the file name we asked for instead.
+                if !self.fde_seen {
+                    return Ok(true);
+                }
                 if let Ok(Some(EventData::RotateEvent(r))) = event.read_data() {
-                    // The fake first ROTATE carries the checksum bytes at the end of its name:
-                    // binlog names are printable ASCII, so cut anything after them.
-                    let raw = r.name_raw();
-                    let clean: Vec<u8> = raw.iter().copied().take_while(|b| b.is_ascii_graphic()).collect();
-                    let name = String::from_utf8_lossy(if clean.len() + 4 == raw.len() { &clean } else { raw }).into_owned();
-                    if !name.is_empty() {
+                    let name = String::from_utf8_lossy(r.name_raw()).into_owned();
+                    if !name.is_empty() && name.bytes().all(|b| b.is_ascii_graphic()) {
                         debug!(file = %name, "binlog rotated");
                         self.file = name;
+                    } else {
+                        return Err(Error::Binlog(format!("unreadable binlog file name in a ROTATE event after {}", self.file)));
                     }
                 }
             }
@@ -381,6 +440,8 @@ impl Tail<'_> {
                 return Ok(false);
             }
         }
+        // The whole transaction is handed over: a reconnect may start after it.
+        self.last_end = end;
         Ok(true)
     }
 

@@ -24,7 +24,7 @@ use crate::alter;
 use crate::binlog::{self, spawn_tail, TailConfig};
 use crate::changelog::spawn_heartbeat;
 use crate::clock::{now_micros, utc_stamp};
-use crate::conn::ConnSettings;
+use crate::conn::{ConnSettings, Session};
 use crate::copy::{Copier, CopyTuning};
 use crate::cutover::{swap_with_retries, CutoverPlan, Drain};
 use crate::error::DbContext;
@@ -276,12 +276,21 @@ async fn run_inner(
     let interrupted = matches!(result, Err(Error::Cancelled))
         && controls.shutdown.is_cancelled()
         && !controls.cancel.is_cancelled();
+    let _ = conn.disconnect().await;
     if result.is_err() && !interrupted {
-        if let Err(e) = shadow::drop_helpers(&mut conn, &spec.database, &plan.names).await {
+        // A fresh session: the failure may well have been a lost connection.
+        let dropped = match spec.settings.connect("cleanup").await {
+            Ok(mut c) => {
+                let r = shadow::drop_helpers(&mut c, &spec.database, &plan.names).await;
+                let _ = c.disconnect().await;
+                r
+            }
+            Err(e) => Err(e),
+        };
+        if let Err(e) = dropped {
             warn!(error = %e, "could not drop the helper tables; drop them by hand");
         }
     }
-    let _ = conn.disconnect().await;
     result
 }
 
@@ -442,14 +451,22 @@ async fn migrate(
             start,
             schema: insp.schema.clone(),
             changelog: plan.names.changelog.clone(),
+            reconnect_for: Duration::from_secs(spec.options.reconnect_timeout_secs),
         },
         tx,
         progress.clone(),
         tasks.child_token(),
     );
-    let replay_conn = spec.settings.connect("replay").await?;
-    let replayer =
-        Replayer::new(replay_conn, &insp.schema, plan, progress.clone(), marker_tx).await?;
+    let reconnect_for = Duration::from_secs(spec.options.reconnect_timeout_secs);
+    let replayer = Replayer::new(
+        &spec.settings,
+        reconnect_for,
+        &insp.schema,
+        plan,
+        progress.clone(),
+        marker_tx,
+    )
+    .await?;
     let replay = replayer.spawn(rx, tasks.child_token());
     let _heartbeat = spawn_heartbeat(
         spec.settings.clone(),
@@ -487,8 +504,14 @@ async fn migrate(
     };
 
     progress.set_step(Step::Copying);
-    let copy_conn = spec.settings.connect("copy").await?;
-    let mut copier = Copier::new(copy_conn, &insp.schema, plan, progress.clone()).await?;
+    let mut copier = Copier::new(
+        &spec.settings,
+        reconnect_for,
+        &insp.schema,
+        plan,
+        progress.clone(),
+    )
+    .await?;
     let resume_copy =
         match checkpoint {
             Some(cp) if cp.copy_done => None,
@@ -508,7 +531,7 @@ async fn migrate(
     progress.set_step(Step::CatchingUp);
     let mut drain = Drain::new(marker_rx);
     workers
-        .watch(catch_up(spec, plan, &mut drain, stop))
+        .watch(catch_up(spec, plan, &mut drain, stop, progress))
         .await?;
 
     if !*controls.cutover_go.borrow() {
@@ -532,7 +555,7 @@ async fn migrate(
         };
         workers.watch(wait).await?;
         workers
-            .watch(catch_up(spec, plan, &mut drain, stop))
+            .watch(catch_up(spec, plan, &mut drain, stop, progress))
             .await?;
     }
     // Not while throttled: the cut-over's lock is the one moment the application notices us.
@@ -568,7 +591,11 @@ async fn migrate(
     let _ = workers.replay.await;
     let _ = workers.probes.await;
     // The swap is done; a failure to drop the changelog must not fail the migration.
-    if let Err(e) = shadow::drop_helper(conn, db, &plan.names.changelog).await {
+    let dropped = match spec.settings.connect("cleanup").await {
+        Ok(mut c) => shadow::drop_helper(&mut c, db, &plan.names.changelog).await,
+        Err(e) => Err(e),
+    };
+    if let Err(e) = dropped {
         warn!(error = %e, "could not drop the changelog table; drop it by hand");
     }
     Ok(Outcome {
@@ -584,16 +611,26 @@ async fn catch_up(
     plan: &ShadowPlan,
     drain: &mut Drain,
     cancel: &CancellationToken,
+    progress: &Arc<Progress>,
 ) -> Result<()> {
-    let mut conn = spec.settings.connect("catch-up").await?;
+    let reconnect_for = Duration::from_secs(spec.options.reconnect_timeout_secs);
+    let mut session = Session::open(
+        &spec.settings,
+        "catch-up",
+        Vec::new(),
+        reconnect_for,
+        progress.clone(),
+    )
+    .await?;
     let ready_within = Duration::from_secs(spec.options.cutover_lock_timeout_secs) / 3;
     loop {
         if cancel.is_cancelled() {
             return Err(Error::Cancelled);
         }
+        let conn = session.conn().await?;
         match drain
             .run(
-                &mut conn,
+                conn,
                 &spec.database,
                 &plan.names.changelog,
                 Duration::from_secs(30),
@@ -603,9 +640,10 @@ async fn catch_up(
             Ok(took) if took < ready_within => break,
             Ok(took) => info!(took_ms = took.as_millis() as u64, "replay catching up"),
             Err(Error::Cutover(msg)) => info!(%msg, "replay catching up"),
+            Err(e) if e.is_connection_lost() => session.lost(&e),
             Err(e) => return Err(e),
         }
     }
-    let _ = conn.disconnect().await;
+    session.close().await;
     Ok(())
 }

@@ -30,6 +30,9 @@ pub struct MigrationOptions {
     pub throttle_query: Option<String>,
     /// An http:// URL; anything but a 2xx answer within a second throttles.
     pub check_url: Option<String>,
+    /// How long the server may be unreachable (reconnecting with backoff) before the
+    /// migration fails.
+    pub reconnect_timeout_secs: u64,
 }
 
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -72,6 +75,7 @@ impl Default for MigrationOptions {
             peak_windows: Vec::new(),
             throttle_query: None,
             check_url: None,
+            reconnect_timeout_secs: 120,
         }
     }
 }
@@ -87,6 +91,9 @@ impl MigrationOptions {
         }
         if !(1..=100).contains(&self.cutover_attempts) {
             return Err("cutover_attempts must be between 1 and 100".into());
+        }
+        if !(1..=86_400).contains(&self.reconnect_timeout_secs) {
+            return Err("reconnect_timeout_secs must be between 1 and 86400".into());
         }
         if !(1..=1000).contains(&self.critical_load_hits) {
             return Err("critical_load_hits must be between 1 and 1000".into());

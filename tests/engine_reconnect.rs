@@ -1,0 +1,152 @@
+//! Lost connections and a server restart in the middle of a migration are survived: the
+//! migration reconnects, continues from the last applied position, and loses nothing.
+
+mod common;
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use common::writers::{writer, Model};
+use common::Db;
+use mysql_async::prelude::Queryable;
+use shadowcut::migration::{self, Controls, MigrationOptions};
+use shadowcut::progress::{NoObserver, Progress};
+use shadowcut::state::State;
+
+const ROWS: i64 = 40_000;
+
+async fn seeded(db: &Db) -> Model {
+    db.exec("CREATE DATABASE app").await;
+    db.exec("CREATE TABLE app.t (id BIGINT PRIMARY KEY, v BIGINT NOT NULL, payload VARCHAR(64))")
+        .await;
+    db.exec(&format!(
+        "INSERT INTO app.t SELECT seq, seq, CONCAT('init-', seq) FROM app.seq_1_to_{ROWS}"
+    ))
+    .await;
+    (1..=ROWS).map(|s| (s, (s, format!("init-{s}")))).collect()
+}
+
+async fn check_table(db: &Db, model: &Model) {
+    let mut conn = db.conn().await;
+    let rows: Vec<(i64, i64, String)> = conn
+        .query("SELECT id, v, payload FROM app.t ORDER BY id")
+        .await
+        .unwrap();
+    let actual: Model = rows.into_iter().map(|(id, v, p)| (id, (v, p))).collect();
+    assert_eq!(actual.len(), model.len());
+    assert!(
+        &actual == model,
+        "the table differs from the writers' model"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn killed_connections_are_reestablished() {
+    let db = Db::start();
+    let initial = seeded(&db).await;
+    let stop = Arc::new(AtomicBool::new(false));
+    // The writer runs on its own pool so the KILLs below can spare it by user.
+    db.exec("CREATE USER app@'127.0.0.1'").await;
+    db.exec("GRANT ALL ON *.* TO app@'127.0.0.1'").await;
+    let app_pool =
+        mysql_async::Pool::new(format!("mysql://app@127.0.0.1:{}/", db.sandbox.port()).as_str());
+    let w = tokio::spawn(writer(app_pool, 11, 0, 10 * ROWS, initial, stop.clone()));
+
+    let spec = db.spec(
+        "app",
+        "t",
+        "ADD COLUMN extra INT NOT NULL DEFAULT 1",
+        MigrationOptions {
+            chunk_size: 200,
+            ..Default::default()
+        },
+    );
+    let (controls, _t) = Controls::unattended(&spec.options);
+    let progress = Progress::new(Arc::new(NoObserver));
+    let task = tokio::spawn(migration::run(spec, controls, progress.clone()));
+    for threshold in [ROWS as u64 / 4, ROWS as u64 / 2] {
+        while Progress::get(&progress.rows_copied) < threshold {
+            assert!(!task.is_finished(), "{:?}", progress.status().error);
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        // Kill every session of the migration (root), binlog dump included, once they are up.
+        let mut c = db.conn().await;
+        let t = std::time::Instant::now();
+        let ids: Vec<u64> = loop {
+            let ids: Vec<u64> = c
+                .query("SELECT ID FROM information_schema.PROCESSLIST WHERE USER = 'root' AND ID <> CONNECTION_ID()")
+                .await
+                .unwrap();
+            if ids.len() >= 3 {
+                break ids;
+            }
+            assert!(
+                t.elapsed() < Duration::from_secs(20),
+                "the migration's sessions did not come back: {ids:?}"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        };
+        for id in ids {
+            let _ = c.query_drop(format!("KILL {id}")).await;
+        }
+    }
+    let outcome = tokio::time::timeout(Duration::from_secs(120), task)
+        .await
+        .expect("finishes")
+        .unwrap();
+    assert!(outcome.is_ok(), "{outcome:?}");
+    assert_eq!(progress.state(), State::Completed);
+    assert!(
+        Progress::get(&progress.reconnects) >= 2,
+        "reconnects were not counted"
+    );
+    stop.store(true, Ordering::Relaxed);
+    let rep = w.await.unwrap();
+    assert!(rep.errors.is_empty(), "{:?}", rep.errors);
+    check_table(&db, &rep.model).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn server_restart_mid_copy_is_survived() {
+    let mut db = Db::start();
+    let initial = seeded(&db).await;
+    let spec = db.spec(
+        "app",
+        "t",
+        "ADD COLUMN extra INT NOT NULL DEFAULT 1",
+        MigrationOptions {
+            chunk_size: 200,
+            ..Default::default()
+        },
+    );
+    let (controls, _t) = Controls::unattended(&spec.options);
+    let progress = Progress::new(Arc::new(NoObserver));
+    let task = tokio::spawn(migration::run(spec, controls, progress.clone()));
+    while Progress::get(&progress.rows_copied) < ROWS as u64 / 3 {
+        assert!(!task.is_finished(), "{:?}", progress.status().error);
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    db.sandbox.restart().expect("restart the server");
+    // Writes after the restart are replayed too.
+    db.pool = mysql_async::Pool::new(db.sandbox.url().as_str());
+    let stop = Arc::new(AtomicBool::new(false));
+    let w = tokio::spawn(writer(
+        db.pool.clone(),
+        13,
+        0,
+        10 * ROWS,
+        initial,
+        stop.clone(),
+    ));
+    let outcome = tokio::time::timeout(Duration::from_secs(120), task)
+        .await
+        .expect("finishes")
+        .unwrap();
+    assert!(outcome.is_ok(), "{outcome:?}");
+    assert!(Progress::get(&progress.reconnects) >= 1);
+    stop.store(true, Ordering::Relaxed);
+    let rep = w.await.unwrap();
+    assert!(rep.errors.is_empty(), "{:?}", rep.errors);
+    check_table(&db, &rep.model).await;
+}
