@@ -322,3 +322,40 @@ async fn critical_load_fails_cleanly() {
     assert_eq!(db.tables("app").await, vec!["t".to_string()]);
     assert_eq!(dump(&db, "app.t", &["id", "v", "s"], "id").await, before);
 }
+
+#[tokio::test]
+async fn critical_load_can_pause_instead() {
+    let db = Db::start();
+    table(&db, 40_000).await;
+    let o = MigrationOptions {
+        critical_load: BTreeMap::from([("Threads_connected".to_string(), 1)]),
+        critical_load_hits: 2,
+        critical_load_action: CriticalLoadAction::Pause,
+        ..opts()
+    };
+    let spec = db.spec("app", "t", "ADD COLUMN x INT NOT NULL DEFAULT 0", o.clone());
+    let (mut controls, _tuning) = Controls::unattended(&spec.options);
+    let pause = shadowcut::throttle::Switch::default();
+    let (settings, rx) = watch::channel(ThrottleSettings::from(&o));
+    controls.throttle = controls
+        .throttle
+        .with_source("manual", &pause)
+        .with_settings(rx);
+    let progress = Progress::new(Arc::new(NoObserver));
+    let task = tokio::spawn(migration::run(spec, controls, progress.clone()));
+    let run = Running {
+        progress,
+        task,
+        settings,
+    };
+    assert_throttled(&run, "manual: critical load Threads_connected=").await;
+    // The operator lowers the bar and resumes.
+    run.settings.send_replace(ThrottleSettings::from(&opts()));
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    pause.set(None);
+    let outcome = tokio::time::timeout(Duration::from_secs(120), run.task)
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(outcome.is_ok(), "{outcome:?}");
+}

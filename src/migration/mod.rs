@@ -492,11 +492,13 @@ async fn migrate(
             changelog: plan.names.changelog.clone(),
         },
         settings,
-        switches,
-        None,
+        switches.clone(),
+        controls.throttle.source("manual"),
         tasks.child_token(),
     );
 
+    // Copy nothing before the probes have looked once: a peak window may cover now.
+    switches.first_round(Duration::from_secs(5)).await;
     let mut workers = Workers {
         tail,
         replay,

@@ -111,6 +111,14 @@ impl Throttle {
         self
     }
 
+    /// The switch registered under `name` (e.g. "manual", which critical load may set).
+    pub fn source(&self, name: &str) -> Option<Switch> {
+        self.sources
+            .iter()
+            .find(|(n, _, _)| n == name)
+            .map(|(_, s, _)| s.clone())
+    }
+
     pub fn replicas(&self) -> &[crate::conn::ConnSettings] {
         &self.replicas
     }

@@ -51,15 +51,37 @@ pub struct ProbeContext {
 }
 
 /// The probe switches, to be added to a migration's gate.
-#[derive(Clone, Default)]
+#[derive(Clone)]
 pub struct ProbeSwitches {
     pub replica_lag: Switch,
     pub load: Switch,
     pub schedule: Switch,
     pub custom: Switch,
+    /// True once every probe has been evaluated once: before that, "not throttled" means
+    /// "not checked yet".
+    checked: std::sync::Arc<watch::Sender<bool>>,
+}
+
+impl Default for ProbeSwitches {
+    fn default() -> Self {
+        ProbeSwitches {
+            replica_lag: Switch::default(),
+            load: Switch::default(),
+            schedule: Switch::default(),
+            custom: Switch::default(),
+            checked: std::sync::Arc::new(watch::channel(false).0),
+        }
+    }
 }
 
 impl ProbeSwitches {
+    /// Waits for the probes' first round (bounded: a probe stuck on an unreachable server
+    /// must not hold the migration forever; it throttles once it answers).
+    pub async fn first_round(&self, limit: Duration) {
+        let mut rx = self.checked.subscribe();
+        let _ = tokio::time::timeout(limit, rx.wait_for(|c| *c)).await;
+    }
+
     pub fn add_to(&self, throttle: Throttle) -> Throttle {
         throttle
             .with_source("replica_lag", &self.replica_lag)
@@ -164,6 +186,7 @@ pub fn spawn_probes(
                 }
             }
             switches.load.set(joined(load_reasons));
+            switches.checked.send_replace(true);
         }
     })
 }
