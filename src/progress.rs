@@ -54,6 +54,8 @@ pub struct Status {
     /// The helper tables, once created: with the positions below, what a resume needs.
     pub names: Option<crate::shadow::HelperNames>,
     pub copy_done: bool,
+    /// Sessions that held the table when the last cut-over attempt could not lock it.
+    pub cutover_blockers: Vec<crate::cutover::Blocker>,
     /// Every row with a key at or below this was copied and committed.
     pub copy_watermark: Option<Vec<Value>>,
     /// The last transaction fully applied to the shadow table.
@@ -91,6 +93,7 @@ impl Progress {
                 old_table: None,
                 names: None,
                 copy_done: false,
+                cutover_blockers: Vec::new(),
                 copy_watermark: None,
                 applied_pos: None,
                 started_at: None,

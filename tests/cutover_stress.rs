@@ -578,6 +578,7 @@ impl Lane {
             names,
             lock_timeout: Duration::from_secs(5),
             keep_old_table: true,
+            kill_blockers_after: None,
         }
     }
 

@@ -10,7 +10,7 @@ mod checkpoint;
 mod options;
 
 pub use checkpoint::{Checkpoint, KeyValue};
-pub use options::{CriticalLoadAction, MigrationOptions};
+pub use options::{CriticalLoadAction, CutoverGiveUp, MigrationOptions};
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -26,7 +26,7 @@ use crate::changelog::spawn_heartbeat;
 use crate::clock::{now_micros, utc_stamp};
 use crate::conn::{ConnSettings, Session};
 use crate::copy::{Copier, CopyTuning};
-use crate::cutover::{swap_with_retries, CutoverPlan, Drain};
+use crate::cutover::{swap_with_retries, CutoverPlan, Drain, SwapHooks};
 use crate::error::DbContext;
 use crate::error::{Error, Result};
 use crate::inspect;
@@ -560,16 +560,6 @@ async fn migrate(
             .watch(catch_up(spec, plan, &mut drain, stop, progress))
             .await?;
     }
-    // Not while throttled: the cut-over's lock is the one moment the application notices us.
-    workers.watch(gate.wait_clear(stop)).await?;
-    if stop.is_cancelled() {
-        return Err(Error::Cancelled);
-    }
-
-    progress
-        .move_to(State::CuttingOver)
-        .map_err(|e| Error::Cutover(e.to_string()))?;
-    progress.set_step(Step::SwappingTables);
     let cut = CutoverPlan {
         settings: spec.settings.clone(),
         database: db.clone(),
@@ -577,15 +567,68 @@ async fn migrate(
         names: plan.names.clone(),
         lock_timeout: Duration::from_secs(spec.options.cutover_lock_timeout_secs),
         keep_old_table: spec.options.keep_old_table,
+        kill_blockers_after: spec
+            .options
+            .kill_blockers_after_secs
+            .map(Duration::from_secs),
     };
-    // The tail is not watched during the swap: it sees our own RENAME and stops, which is
-    // expected once the swap is done; a dead tail before that makes the drain time out.
-    let swapped = swap_with_retries(&cut, &mut drain, spec.options.cutover_attempts, |n| {
+    let mut attempts_made = 0u64;
+    let swapped = loop {
+        // Not while throttled: the cut-over's lock is the one moment the application notices us.
+        workers.watch(gate.wait_clear(stop)).await?;
+        if stop.is_cancelled() {
+            return Err(Error::Cancelled);
+        }
         progress
-            .cutover_attempts
-            .store(u64::from(n), std::sync::atomic::Ordering::Relaxed);
-    })
-    .await?;
+            .move_to(State::CuttingOver)
+            .map_err(|e| Error::Cutover(e.to_string()))?;
+        progress.set_step(Step::SwappingTables);
+        // The tail is not watched during the swap: it sees our own RENAME and stops, which is
+        // expected once the swap is done; a dead tail before that makes the drain time out.
+        let mut hooks = EngineHooks {
+            drain: &mut drain,
+            progress,
+        };
+        let result = swap_with_retries(&cut, &mut hooks, spec.options.cutover_attempts, |_| {
+            attempts_made += 1;
+            progress
+                .cutover_attempts
+                .store(attempts_made, std::sync::atomic::Ordering::Relaxed);
+        })
+        .await;
+        match result {
+            Ok(s) => break s,
+            Err(e) if spec.options.cutover_give_up == CutoverGiveUp::Postpone => {
+                // Keep the work: wait for the operator's next go and try again.
+                warn!(error = %e, "cut-over gave up; the migration waits for another /cutover");
+                progress.update(|s| s.error = Some(format!("last cut-over attempt: {e}")));
+                progress
+                    .move_to(State::Postponed)
+                    .map_err(|e| Error::Cutover(e.to_string()))?;
+                progress.set_step(Step::WaitingForCutover);
+                let mut go = controls.cutover_go.clone();
+                go.mark_unchanged();
+                let next_go = async {
+                    tokio::select! {
+                        _ = stop.cancelled() => Err(Error::Cancelled),
+                        r = go.changed() => match r {
+                            Ok(()) => Ok(()),
+                            Err(_) => { stop.cancelled().await; Err(Error::Cancelled) }
+                        },
+                    }
+                };
+                workers.watch(next_go).await?;
+                workers
+                    .watch(catch_up(spec, plan, &mut drain, stop, progress))
+                    .await?;
+            }
+            Err(e) => return Err(e),
+        }
+    };
+    progress.update(|s| {
+        s.cutover_blockers.clear();
+        s.error = None;
+    });
     progress.observer().cutover_stall(swapped.stall);
     progress.set_step(Step::CleaningUp);
     tasks.cancel();
@@ -604,6 +647,23 @@ async fn migrate(
         old_table: swapped.old_table,
         stall: swapped.stall,
     })
+}
+
+/// The engine's side of the swap: drain at the lock, record who blocked it.
+struct EngineHooks<'a> {
+    drain: &'a mut Drain,
+    progress: &'a Progress,
+}
+
+impl SwapHooks for EngineHooks<'_> {
+    async fn locked(&mut self, a: &mut mysql_async::Conn, plan: &CutoverPlan) -> Result<()> {
+        self.drain.locked(a, plan).await
+    }
+
+    fn blocked(&mut self, blockers: &[crate::cutover::Blocker]) {
+        let list = blockers.to_vec();
+        self.progress.update(|s| s.cutover_blockers = list);
+    }
 }
 
 /// Waits until a marker round trip through the replay fits well inside the cut-over's lock

@@ -30,9 +30,21 @@ pub struct MigrationOptions {
     pub throttle_query: Option<String>,
     /// An http:// URL; anything but a 2xx answer within a second throttles.
     pub check_url: Option<String>,
+    /// After `cutover_attempts` failed: `fail` (default) or `postpone` (wait for another go).
+    pub cutover_give_up: CutoverGiveUp,
+    /// Kill sessions that block the cut-over's lock after this many seconds (off by default).
+    pub kill_blockers_after_secs: Option<u64>,
     /// How long the server may be unreachable (reconnecting with backoff) before the
     /// migration fails.
     pub reconnect_timeout_secs: u64,
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum CutoverGiveUp {
+    #[default]
+    Fail,
+    Postpone,
 }
 
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -76,6 +88,8 @@ impl Default for MigrationOptions {
             throttle_query: None,
             check_url: None,
             reconnect_timeout_secs: 120,
+            cutover_give_up: CutoverGiveUp::Fail,
+            kill_blockers_after_secs: None,
         }
     }
 }

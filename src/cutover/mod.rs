@@ -22,6 +22,10 @@
 //! ("table exists": the swap table is still there), so nothing was swapped. Every step is
 //! bounded by `lock_wait_timeout`; a failed attempt releases everything and is retried.
 
+mod blockers;
+
+pub use blockers::Blocker;
+
 use std::time::{Duration, Instant};
 
 use mysql_async::prelude::Queryable;
@@ -46,6 +50,8 @@ pub struct CutoverPlan {
     /// How long the application may wait on our lock per attempt.
     pub lock_timeout: Duration,
     pub keep_old_table: bool,
+    /// Kill the sessions blocking our LOCK TABLES after this long (off when `None`).
+    pub kill_blockers_after: Option<Duration>,
 }
 
 /// The result of a successful swap.
@@ -68,6 +74,8 @@ pub trait SwapHooks {
     async fn rename_queued(&mut self) -> Result<()> {
         Ok(())
     }
+    /// LOCK TABLES timed out (or blockers were killed): who held the table.
+    fn blocked(&mut self, _blockers: &[Blocker]) {}
 }
 
 impl SwapHooks for Drain {
@@ -202,11 +210,42 @@ async fn locked_swap(
     shadow: &str,
     changelog: &str,
 ) -> Result<Duration> {
-    a.query_drop(format!(
-        "LOCK TABLES {t} WRITE, {swap_name} WRITE, {changelog} WRITE"
-    ))
-    .await
-    .map_err(|e| lock_error("LOCK TABLES", e))?;
+    let ours = [a.id(), b.id(), monitor.id()];
+    let grace = plan.kill_blockers_after.filter(|g| *g < plan.lock_timeout);
+    let locked = {
+        let locking = a.query_drop(format!(
+            "LOCK TABLES {t} WRITE, {swap_name} WRITE, {changelog} WRITE"
+        ));
+        tokio::pin!(locking);
+        tokio::select! {
+            r = &mut locking => r,
+            _ = tokio::time::sleep(grace.unwrap_or_default()), if grace.is_some() => {
+                // Asked for: end the sessions that keep the application waiting on our lock.
+                let found = blockers::find(monitor, &plan.database, &plan.table, &ours).await;
+                for blk in &found {
+                    warn!(blocker = %blk, "killing a session that blocks the cut-over (kill_blockers_after_secs)");
+                    let _ = monitor.query_drop(format!("KILL CONNECTION {}", blk.id)).await;
+                }
+                hooks.blocked(&found);
+                locking.await
+            }
+        }
+    };
+    if let Err(e) = locked {
+        let found = blockers::find(monitor, &plan.database, &plan.table, &ours).await;
+        hooks.blocked(&found);
+        let who = found
+            .iter()
+            .map(|b| b.to_string())
+            .collect::<Vec<_>>()
+            .join("; ");
+        let err = lock_error("LOCK TABLES", e);
+        return Err(if who.is_empty() {
+            err
+        } else {
+            Error::Cutover(format!("{err}; blocked by {who}"))
+        });
+    }
     let locked_at = Instant::now();
 
     hooks.locked(a, plan).await?;
