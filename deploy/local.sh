@@ -13,12 +13,7 @@ cd "$(dirname "$0")/.."
 LISTEN="${LISTEN:-127.0.0.1:8080}"
 ROWS="${ROWS:-200000}"
 
-if ! command -v mariadbd >/dev/null && [ ! -x /usr/sbin/mariadbd ]; then
-    echo "mariadbd not found: installing mariadb-server (Debian package)" >&2
-    if [ "$(id -u)" = 0 ]; then SUDO=""; else SUDO="sudo"; fi
-    $SUDO apt-get update -q
-    DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -q mariadb-server
-fi
+deploy/ensure-mariadb.sh
 
 cargo build --quiet --bin shadowcut
 BIN="$PWD/target/debug/shadowcut"
