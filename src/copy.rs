@@ -20,7 +20,7 @@ use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 use tracing::debug;
 
-use crate::conn::{ConnSettings, Session};
+use crate::conn::{ConnSettings, Session, READ_COMMITTED};
 use crate::error::{DbContext, Error, Result, LOCK_RETRIES};
 use crate::progress::Progress;
 use crate::schema::TableSchema;
@@ -55,7 +55,7 @@ impl Copier {
         progress: Arc<Progress>,
     ) -> Result<Copier> {
         // A non-locking read of the source: the application's row locks are not touched.
-        let setup = vec!["SET SESSION TRANSACTION ISOLATION LEVEL READ COMMITTED".to_string()];
+        let setup = vec![READ_COMMITTED.to_string()];
         let session =
             Session::open(settings, "copy", setup, reconnect_for, progress.clone()).await?;
         let sources: Vec<&str> = plan.columns.iter().map(|c| c.source.as_str()).collect();

@@ -21,7 +21,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::debug;
 
 use crate::binlog::{BinlogPos, Item, RowChange};
-use crate::conn::{ConnSettings, Session};
+use crate::conn::{ConnSettings, Session, READ_COMMITTED};
 use crate::error::{DbContext, Error, Result, LOCK_RETRIES};
 use crate::progress::{ChangeKind, Progress};
 use crate::schema::{Column, TableSchema};
@@ -179,7 +179,7 @@ impl Replayer {
         markers: watch::Sender<i64>,
     ) -> Result<Replayer> {
         // Fewer gap locks on the shadow table: fewer deadlocks with the copy.
-        let setup = vec!["SET SESSION TRANSACTION ISOLATION LEVEL READ COMMITTED".to_string()];
+        let setup = vec![READ_COMMITTED.to_string()];
         let session =
             Session::open(settings, "replay", setup, reconnect_for, progress.clone()).await?;
         Ok(Replayer {

@@ -244,17 +244,30 @@ pub async fn reopen(
             ));
         }
     }
-    let shadow_schema = schema::load(conn, db, &names.shadow)
-        .await?
-        .ok_or_else(|| Error::Cutover(format!("shadow table {} vanished", names.shadow)))?;
-    let columns = map_columns(&insp.schema, &shadow_schema, &alter.renames, allow_renames)?;
-    let key = shared_key(&insp.schema, &shadow_schema, &columns)?;
+    let (columns, key, shadow_schema) =
+        map_shadow(conn, insp, alter, allow_renames, &names).await?;
     Ok(ShadowPlan {
         names,
         columns,
         key,
         shadow_schema,
     })
+}
+
+/// Reads the shadow table as it is and maps the source onto it.
+async fn map_shadow(
+    conn: &mut Conn,
+    insp: &Inspection,
+    alter: &AlterPlan,
+    allow_renames: bool,
+    names: &HelperNames,
+) -> Result<(Vec<MappedColumn>, SharedKey, TableSchema)> {
+    let shadow_schema = schema::load(conn, &insp.schema.database, &names.shadow)
+        .await?
+        .ok_or_else(|| Error::Cutover(format!("shadow table {} vanished", names.shadow)))?;
+    let columns = map_columns(&insp.schema, &shadow_schema, &alter.renames, allow_renames)?;
+    let key = shared_key(&insp.schema, &shadow_schema, &columns)?;
+    Ok((columns, key, shadow_schema))
 }
 
 /// Creates the shadow and changelog tables and works out the mapping.
@@ -309,18 +322,14 @@ async fn prepare_shadow(
             },
         });
     }
-    let shadow_schema = schema::load(conn, db, &names.shadow)
-        .await?
-        .ok_or_else(|| Error::Cutover(format!("shadow table {} vanished", names.shadow)))?;
-    let columns = map_columns(&insp.schema, &shadow_schema, &alter.renames, allow_renames)?;
-    let key = shared_key(&insp.schema, &shadow_schema, &columns)?;
+    let mapped = map_shadow(conn, insp, alter, allow_renames, names).await?;
     conn.query_drop(format!(
         "CREATE TABLE {} (id TINYINT UNSIGNED NOT NULL PRIMARY KEY, value BIGINT NOT NULL) ENGINE=InnoDB",
         qualified(db, &names.changelog)
     ))
     .await
     .ctx(|| format!("creating the changelog table {}", names.changelog))?;
-    Ok((columns, key, shadow_schema))
+    Ok(mapped)
 }
 
 /// Drops one helper table if it exists.

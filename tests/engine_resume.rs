@@ -19,14 +19,7 @@ use shadowcut::Error;
 const ROWS: i64 = 30_000;
 
 async fn seeded(db: &Db) -> Model {
-    db.exec("CREATE DATABASE app").await;
-    db.exec("CREATE TABLE app.t (id BIGINT PRIMARY KEY, v BIGINT NOT NULL, payload VARCHAR(64))")
-        .await;
-    db.exec(&format!(
-        "INSERT INTO app.t SELECT seq, seq, CONCAT('init-', seq) FROM app.seq_1_to_{ROWS}"
-    ))
-    .await;
-    (1..=ROWS).map(|s| (s, (s, format!("init-{s}")))).collect()
+    common::seed_model_table(db, ROWS).await
 }
 
 fn opts() -> MigrationOptions {

@@ -8,15 +8,18 @@
 
 mod checkpoint;
 mod options;
+mod pipeline;
+mod recovery;
 
 pub use checkpoint::{Checkpoint, KeyValue};
 pub use options::{CriticalLoadAction, CutoverGiveUp, MigrationOptions};
+use pipeline::{catch_up, EngineHooks, Workers};
+use recovery::{check_binlog_available, finish_interrupted_swap};
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::sync::{mpsc, watch};
-use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 use tracing::{info, info_span, warn, Instrument};
 
@@ -24,19 +27,16 @@ use crate::alter;
 use crate::binlog::{self, spawn_tail, TailConfig};
 use crate::changelog::spawn_heartbeat;
 use crate::clock::{now_micros, utc_stamp};
-use crate::conn::{ConnSettings, Session};
+use crate::conn::ConnSettings;
 use crate::copy::{Copier, CopyTuning};
-use crate::cutover::{swap_with_retries, CutoverPlan, Drain, SwapHooks};
-use crate::error::DbContext;
+use crate::cutover::{swap_with_retries, CutoverPlan, Drain};
 use crate::error::{Error, Result};
 use crate::inspect;
 use crate::progress::Progress;
 use crate::replay::Replayer;
 use crate::shadow::{self, HelperNames, ShadowPlan};
-use crate::sql::qualified;
 use crate::state::{State, Step};
 use crate::throttle::{spawn_probes, ProbeContext, ProbeSwitches, Throttle, ThrottleSettings};
-use mysql_async::prelude::Queryable;
 
 /// What to migrate.
 #[derive(Debug, Clone)]
@@ -294,129 +294,6 @@ async fn run_inner(
     result
 }
 
-/// Works out how far an interrupted swap got. The RENAME is atomic, so either the shadow
-/// still has its name (nothing swapped: remove a leftover placeholder and go on) or it is gone
-/// (swapped: finish by archiving or dropping the old table). Returns the outcome in the
-/// second case.
-async fn finish_interrupted_swap(
-    spec: &MigrationSpec,
-    conn: &mut mysql_async::Conn,
-    names: &HelperNames,
-) -> Result<Option<Outcome>> {
-    let db = &spec.database;
-    let shadow_there = inspect::table_exists(conn, db, &names.shadow).await?;
-    let swap_there = inspect::table_exists(conn, db, &names.swap).await?;
-    if shadow_there {
-        if swap_there {
-            info!(placeholder = %names.swap, "removing the placeholder of an interrupted cut-over; nothing was swapped");
-            shadow::drop_helper(conn, db, &names.swap).await?;
-        }
-        return Ok(None);
-    }
-    let archived = inspect::table_exists(conn, db, &names.archive).await?;
-    if !swap_there && !archived && spec.options.keep_old_table {
-        return Err(Error::refused(
-            "resume",
-            format!(
-                "cannot resume: neither the shadow table {} nor the old table exists",
-                names.shadow
-            ),
-            "check the table by hand; the migration cannot tell how far it got",
-        ));
-    }
-    info!("the interrupted cut-over had swapped the tables; finishing it");
-    if swap_there {
-        let swap = qualified(db, &names.swap);
-        let sql = if spec.options.keep_old_table {
-            format!("RENAME TABLE {swap} TO {}", qualified(db, &names.archive))
-        } else {
-            format!("DROP TABLE {swap}")
-        };
-        conn.query_drop(sql)
-            .await
-            .ctx(|| "finishing the interrupted cut-over".to_string())?;
-    }
-    shadow::drop_helper(conn, db, &names.changelog).await?;
-    Ok(Some(Outcome {
-        old_table: spec.options.keep_old_table.then(|| names.archive.clone()),
-        stall: Duration::ZERO,
-    }))
-}
-
-/// Refuses to resume from a binlog file the server no longer has.
-async fn check_binlog_available(
-    conn: &mut mysql_async::Conn,
-    pos: &binlog::BinlogPos,
-) -> Result<()> {
-    let files: Vec<mysql_async::Row> = conn
-        .query("SHOW BINARY LOGS")
-        .await
-        .ctx(|| "listing binlog files".to_string())?;
-    let present = files.iter().any(|r| {
-        r.get_opt::<String, _>("Log_name")
-            .and_then(|x| x.ok())
-            .as_deref()
-            == Some(pos.file.as_str())
-    });
-    if present {
-        return Ok(());
-    }
-    Err(Error::refused(
-        "binlog_purged",
-        format!("the binlog file {} where the migration stopped ({pos}) has been purged from the server", pos.file),
-        "the migration cannot resume; start it again from scratch (cancel it and start a new one), and keep binlogs longer than a migration may pause",
-    ))
-}
-
-/// A background task whose failure must stop the migration.
-async fn failed(handle: &mut JoinHandle<Result<()>>, what: &str) -> Error {
-    match handle.await {
-        Ok(Ok(())) => Error::Binlog(format!("the {what} stopped unexpectedly")),
-        Ok(Err(e)) => e,
-        Err(e) => Error::Binlog(format!("the {what} panicked: {e}")),
-    }
-}
-
-/// The background tasks whose failure must stop the migration.
-struct Workers {
-    tail: JoinHandle<Result<()>>,
-    replay: JoinHandle<Result<()>>,
-    /// Ends only when cancelled (Ok) or when critical load fails the migration.
-    probes: JoinHandle<Result<()>>,
-}
-
-impl Workers {
-    /// The first failure. A replay that ended cleanly did so because the tail closed its
-    /// channel: the tail's outcome is the one to report.
-    async fn first_failure(&mut self) -> Error {
-        let probes = async {
-            match (&mut self.probes).await {
-                Ok(Ok(())) => std::future::pending().await,
-                Ok(Err(e)) => e,
-                Err(e) => Error::Binlog(format!("the throttle probes panicked: {e}")),
-            }
-        };
-        let replay_ended = tokio::select! {
-            e = failed(&mut self.tail, "binlog tail") => return e,
-            e = probes => return e,
-            r = &mut self.replay => r,
-        };
-        match replay_ended {
-            Ok(Ok(())) => failed(&mut self.tail, "binlog tail").await,
-            Ok(Err(e)) => e,
-            Err(e) => Error::Binlog(format!("the replay panicked: {e}")),
-        }
-    }
-
-    /// Runs `fut` unless a worker fails first.
-    async fn watch<T>(&mut self, fut: impl std::future::Future<Output = Result<T>>) -> Result<T> {
-        tokio::select! {
-            r = fut => r,
-            e = self.first_failure() => Err(e),
-        }
-    }
-}
-
 #[allow(clippy::too_many_arguments)]
 async fn migrate(
     spec: &MigrationSpec,
@@ -647,65 +524,4 @@ async fn migrate(
         old_table: swapped.old_table,
         stall: swapped.stall,
     })
-}
-
-/// The engine's side of the swap: drain at the lock, record who blocked it.
-struct EngineHooks<'a> {
-    drain: &'a mut Drain,
-    progress: &'a Progress,
-}
-
-impl SwapHooks for EngineHooks<'_> {
-    async fn locked(&mut self, a: &mut mysql_async::Conn, plan: &CutoverPlan) -> Result<()> {
-        self.drain.locked(a, plan).await
-    }
-
-    fn blocked(&mut self, blockers: &[crate::cutover::Blocker]) {
-        let list = blockers.to_vec();
-        self.progress.update(|s| s.cutover_blockers = list);
-    }
-}
-
-/// Waits until a marker round trip through the replay fits well inside the cut-over's lock
-/// budget: the drain under the lock will then finish long before the lock times out.
-async fn catch_up(
-    spec: &MigrationSpec,
-    plan: &ShadowPlan,
-    drain: &mut Drain,
-    cancel: &CancellationToken,
-    progress: &Arc<Progress>,
-) -> Result<()> {
-    let reconnect_for = Duration::from_secs(spec.options.reconnect_timeout_secs);
-    let mut session = Session::open(
-        &spec.settings,
-        "catch-up",
-        Vec::new(),
-        reconnect_for,
-        progress.clone(),
-    )
-    .await?;
-    let ready_within = Duration::from_secs(spec.options.cutover_lock_timeout_secs) / 3;
-    loop {
-        if cancel.is_cancelled() {
-            return Err(Error::Cancelled);
-        }
-        let conn = session.conn().await?;
-        match drain
-            .run(
-                conn,
-                &spec.database,
-                &plan.names.changelog,
-                Duration::from_secs(30),
-            )
-            .await
-        {
-            Ok(took) if took < ready_within => break,
-            Ok(took) => info!(took_ms = took.as_millis() as u64, "replay catching up"),
-            Err(Error::Cutover(msg)) => info!(%msg, "replay catching up"),
-            Err(e) if e.is_connection_lost() => session.lost(&e),
-            Err(e) => return Err(e),
-        }
-    }
-    session.close().await;
-    Ok(())
 }

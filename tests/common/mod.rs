@@ -124,3 +124,15 @@ pub async fn dump(db: &Db, table: &str, cols: &[&str], order: &str) -> Vec<Vec<O
         })
         .collect()
 }
+
+/// `app.t (id, v, payload)` with `rows` rows and the matching writer model.
+pub async fn seed_model_table(db: &Db, rows: i64) -> writers::Model {
+    db.exec("CREATE DATABASE app").await;
+    db.exec("CREATE TABLE app.t (id BIGINT PRIMARY KEY, v BIGINT NOT NULL, payload VARCHAR(64))")
+        .await;
+    db.exec(&format!(
+        "INSERT INTO app.t SELECT seq, seq, CONCAT('init-', seq) FROM app.seq_1_to_{rows}"
+    ))
+    .await;
+    (1..=rows).map(|s| (s, (s, format!("init-{s}")))).collect()
+}
