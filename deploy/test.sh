@@ -4,4 +4,4 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 deploy/ensure-mariadb.sh
-cargo test --release --all-targets -- --test-threads=2 "$@"
+cargo test --all-targets -- --test-threads=2 "$@"
