@@ -80,6 +80,9 @@ async fn run_command_exit_codes_and_messages() {
 
     let (code, _, err) = run(&db, "t", "ADD COLUMN x INT", &["--chunk-size", "0"]);
     assert_eq!(code, 1);
-    assert!(err.contains("chunk_size must be between"), "{err}");
+    assert!(
+        error_line(&err).contains("chunk_size must be between"),
+        "{err}"
+    );
     assert_eq!(db.tables("app").await, vec!["t".to_string()]);
 }
