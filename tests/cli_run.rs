@@ -63,20 +63,31 @@ async fn run_command_exit_codes_and_messages() {
         1000
     );
 
+    // The error is one line, the last one (log lines, if any, come before it).
+    let error_line = |err: &str| -> String {
+        let lines: Vec<&str> = err
+            .trim()
+            .lines()
+            .filter(|l| l.starts_with("shadowcut: error:"))
+            .collect();
+        assert_eq!(lines.len(), 1, "one error line: {err}");
+        assert_eq!(
+            err.trim().lines().last(),
+            Some(lines[0]),
+            "the error comes last: {err}"
+        );
+        lines[0].to_string()
+    };
     let (code, _, err) = run(&db, "nosuch", "ADD COLUMN x INT", &[]);
     assert_eq!(code, 1);
-    assert_eq!(err.trim().lines().count(), 1, "one line: {err}");
     assert!(
-        err.starts_with("shadowcut: error: table app.nosuch does not exist"),
+        error_line(&err).starts_with("shadowcut: error: table app.nosuch does not exist"),
         "{err}"
     );
 
     let (code, _, err) = run(&db, "t", "ADD COLUMN x INT; DROP TABLE t", &[]);
     assert_eq!(code, 1);
-    assert!(
-        err.contains("';'") && err.trim().lines().count() == 1,
-        "{err}"
-    );
+    assert!(error_line(&err).contains("';'"), "{err}");
 
     let (code, _, err) = run(&db, "t", "ADD COLUMN x INT", &["--chunk-size", "0"]);
     assert_eq!(code, 1);
