@@ -218,3 +218,41 @@ pub async fn verify(
         bail!("verification failed: {}", problems.join("; "))
     }
 }
+
+/// Checks that a cancelled migration left the table as it was: every row, the old columns, and
+/// no helper table.
+pub async fn verify_untouched(conn: &mut Conn, rows: u64) -> anyhow::Result<String> {
+    let mut problems = Vec::new();
+    let count: u64 = conn
+        .query_first(format!("SELECT COUNT(*) FROM {DATABASE}.{TABLE}"))
+        .await
+        .context("counting rows")?
+        .unwrap_or(0);
+    if count != rows {
+        problems.push(format!("{count} rows instead of {rows}"));
+    }
+    let columns: Vec<String> = conn
+        .query(format!(
+            "SELECT COLUMN_NAME FROM information_schema.COLUMNS \
+             WHERE TABLE_SCHEMA = '{DATABASE}' AND TABLE_NAME = '{TABLE}' ORDER BY ORDINAL_POSITION"
+        ))
+        .await
+        .context("reading columns")?;
+    if columns != ["id", "k", "c", "pad"] {
+        problems.push(format!("columns are {columns:?}"));
+    }
+    let tables: Vec<String> = conn
+        .query(format!("SHOW TABLES FROM {DATABASE}"))
+        .await
+        .context("listing tables")?;
+    if tables != [TABLE] {
+        problems.push(format!("tables left: {tables:?}"));
+    }
+    if problems.is_empty() {
+        Ok(format!(
+            "cancelled cleanly: original table unchanged ({count} rows), no helper table left"
+        ))
+    } else {
+        bail!("after the cancel: {}", problems.join("; "))
+    }
+}
