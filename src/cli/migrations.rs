@@ -1,6 +1,7 @@
 //! `shadowcut migrations ...` and `shadowcut throttle ...`: the daemon's API from a shell.
 //!
-//! Output is a short human summary by default and the API's JSON with `--json`. `show --follow`
+//! `migrations restart ID` starts a failed or cancelled migration again from scratch (a new
+//! migration). Output is a short human summary by default and the API's JSON with `--json`. `show --follow`
 //! redraws a progress bar every second until the migration ends, and exits non-zero unless it
 //! completed, so scripts can wait on it.
 
@@ -59,6 +60,8 @@ enum MigrationsCommand {
     Cutover { id: String },
     /// Cancel; the original table stays as it is.
     Cancel { id: String },
+    /// Start a failed or cancelled migration again from scratch (a new migration).
+    Restart { id: String },
     /// Change live options.
     Set {
         id: String,
@@ -146,6 +149,40 @@ fn summary(m: &MigrationView) -> String {
         s.push_str("  [paused]");
     } else if let Some(r) = &m.throttle_reason {
         s.push_str(&format!("  [throttled: {r}]"));
+    }
+    if m.resume_count > 0 {
+        s.push_str(&format!(
+            "\n  resumed {} time(s), last at {}",
+            m.resume_count,
+            m.resumed_at.as_deref().unwrap_or("-")
+        ));
+    }
+    if m.reconnects > 0 {
+        s.push_str(&format!("\n  reconnects: {}", m.reconnects));
+    }
+    if let Some(cp) = &m.checkpoint {
+        if !is_terminal_state(&m.state) {
+            s.push_str(&format!(
+                "\n  checkpoint {}: {} rows, binlog {}:{}",
+                cp.at, cp.rows_copied, cp.binlog_file, cp.binlog_pos
+            ));
+        }
+    }
+    for b in &m.cutover_blockers {
+        s.push_str(&format!(
+            "\n  cut-over blocked by connection {} ({}@{}, {} s){}",
+            b.id,
+            b.user,
+            b.host,
+            b.time_secs,
+            b.query
+                .as_deref()
+                .map(|q| format!(": {q}"))
+                .unwrap_or_default()
+        ));
+    }
+    if let Some(from) = &m.restarted_from {
+        s.push_str(&format!("\n  restarts {from}"));
     }
     if let Some(e) = &m.error {
         s.push_str(&format!("\n  error: {e}"));
@@ -319,6 +356,7 @@ pub async fn migrations(args: MigrationsArgs) -> anyhow::Result<()> {
         MigrationsCommand::Resume { id } => action(&client, &one(&id, "resume")).await?,
         MigrationsCommand::Cutover { id } => action(&client, &one(&id, "cutover")).await?,
         MigrationsCommand::Cancel { id } => action(&client, &one(&id, "cancel")).await?,
+        MigrationsCommand::Restart { id } => action(&client, &one(&id, "restart")).await?,
         MigrationsCommand::Set {
             id,
             chunk_size,

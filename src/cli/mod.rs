@@ -27,7 +27,7 @@ enum Command {
     Run(run::RunArgs),
     /// Run the daemon: the HTTP API and Prometheus metrics over a registry of migrations.
     Serve(serve::ServeArgs),
-    /// Drive the daemon's migrations (start, list, show, pause, resume, cutover, cancel).
+    /// Drive the daemon's migrations (start, list, show, pause, resume, cutover, cancel, restart).
     Migrations(migrations::MigrationsArgs),
     /// The daemon's global throttle (on, off, status).
     Throttle(migrations::ThrottleArgs),

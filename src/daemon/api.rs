@@ -43,6 +43,7 @@ pub const ROUTES: &[(&str, &str)] = &[
     ("POST", "/v1/migrations/{id}/resume"),
     ("POST", "/v1/migrations/{id}/cutover"),
     ("POST", "/v1/migrations/{id}/cancel"),
+    ("POST", "/v1/migrations/{id}/restart"),
     ("GET", "/v1/throttle"),
     ("POST", "/v1/throttle"),
     ("DELETE", "/v1/throttle"),
@@ -103,6 +104,7 @@ pub fn router(state: S) -> Result<Router, String> {
         .add("POST", "/v1/migrations/{id}/resume", resume)
         .add("POST", "/v1/migrations/{id}/cutover", cutover)
         .add("POST", "/v1/migrations/{id}/cancel", cancel)
+        .add("POST", "/v1/migrations/{id}/restart", restart)
         .add("GET", "/v1/throttle", throttle_status)
         .add("POST", "/v1/throttle", throttle_on)
         .add("DELETE", "/v1/throttle", throttle_off);
@@ -324,6 +326,18 @@ async fn cutover(State(st): State<S>, Path(id): Path<String>) -> ApiResult<Respo
 
 async fn cancel(State(st): State<S>, Path(id): Path<String>) -> ApiResult<Response> {
     Ok(ok(st.registry.cancel(&id).await?.view()))
+}
+
+/// Starts a failed or cancelled migration again from scratch: a new migration (201, Location).
+async fn restart(State(st): State<S>, Path(id): Path<String>) -> ApiResult<Response> {
+    let entry = st.registry.restart(&id).await?;
+    let location = format!("/v1/migrations/{}", entry.id);
+    Ok((
+        StatusCode::CREATED,
+        [(header::LOCATION, location)],
+        Json(entry.view()),
+    )
+        .into_response())
 }
 
 fn throttle_view(st: &AppState) -> ThrottleView {

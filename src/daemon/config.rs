@@ -76,6 +76,8 @@ struct LimitsSection {
     metrics_retention_secs: u64,
     /// Seconds a shutdown waits for migrations to reach a safe point.
     shutdown_grace_secs: u64,
+    /// Seconds between checkpoint saves of an active migration.
+    checkpoint_interval_secs: u64,
 }
 
 impl Default for LimitsSection {
@@ -84,6 +86,7 @@ impl Default for LimitsSection {
             max_running_per_target: 2,
             metrics_retention_secs: 3600,
             shutdown_grace_secs: 10,
+            checkpoint_interval_secs: 2,
         }
     }
 }
@@ -115,6 +118,8 @@ pub struct Config {
     pub peak_windows: Vec<PeakWindow>,
     pub metrics_retention_secs: u64,
     pub shutdown_grace_secs: u64,
+    /// Seconds between checkpoint saves of an active migration (on its target).
+    pub checkpoint_interval_secs: u64,
     pub store_schema: String,
     /// Things worth a warning at startup (e.g. a password variable that is not set).
     pub warnings: Vec<String>,
@@ -130,6 +135,7 @@ impl fmt::Debug for Config {
             .field("peak_windows", &self.peak_windows)
             .field("metrics_retention_secs", &self.metrics_retention_secs)
             .field("shutdown_grace_secs", &self.shutdown_grace_secs)
+            .field("checkpoint_interval_secs", &self.checkpoint_interval_secs)
             .field("store_schema", &self.store_schema)
             .finish()
     }
@@ -228,6 +234,11 @@ impl Config {
             let target = t.build(name.clone(), &ctx, &mut warnings)?;
             targets.insert(name, target);
         }
+        if !(1..=3600).contains(&file.limits.checkpoint_interval_secs) {
+            return Err(invalid(
+                "limits.checkpoint_interval_secs must be between 1 and 3600".into(),
+            ));
+        }
         let schema = file.store.schema;
         if schema.is_empty() || schema.len() > 64 || schema.contains('`') {
             return Err(invalid(format!(
@@ -242,6 +253,7 @@ impl Config {
             peak_windows: file.peak_windows,
             metrics_retention_secs: file.limits.metrics_retention_secs,
             shutdown_grace_secs: file.limits.shutdown_grace_secs,
+            checkpoint_interval_secs: file.limits.checkpoint_interval_secs,
             store_schema: schema,
             warnings,
         })

@@ -116,7 +116,7 @@ impl From<RegistryError> for ApiError {
             }
             R::KeyInFlight => ApiError::new(StatusCode::CONFLICT, "idempotency_key_in_flight", msg),
             R::ShuttingDown => ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "shutting_down", msg),
-            R::PreflightTimeout(_) => {
+            R::PreflightTimeout(_) | R::HistoryNotLoaded(_) => {
                 ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "target_unavailable", msg)
             }
             R::Engine(e) => engine(e),

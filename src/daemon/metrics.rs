@@ -45,6 +45,7 @@ pub struct Metrics {
     state: IntGaugeVec,
     cutover_attempts: IntCounterVec,
     cutover_stall: HistogramVec,
+    reconnects: IntCounterVec,
     migrations: IntGaugeVec,
     global_throttle: IntGaugeVec,
     http_requests: IntCounterVec,
@@ -65,6 +66,7 @@ pub struct Sample {
     pub sources: Vec<SourceSample>,
     pub state: Option<State>,
     pub cutover_attempts: u64,
+    pub reconnects: u64,
 }
 
 /// One throttle source in a sample.
@@ -202,6 +204,13 @@ impl Metrics {
                 .buckets(vec![0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0]),
                 MIGRATION_LABELS,
             )?,
+            reconnects: IntCounterVec::new(
+                Opts::new(
+                    "shadowcut_migration_reconnects_total",
+                    "Lost server connections (queries or binlog) re-established.",
+                ),
+                MIGRATION_LABELS,
+            )?,
             migrations: IntGaugeVec::new(
                 Opts::new(
                     "shadowcut_migrations",
@@ -248,6 +257,7 @@ impl Metrics {
             Box::new(m.state.clone()),
             Box::new(m.cutover_attempts.clone()),
             Box::new(m.cutover_stall.clone()),
+            Box::new(m.reconnects.clone()),
             Box::new(m.migrations.clone()),
             Box::new(m.global_throttle.clone()),
             Box::new(m.http_requests.clone()),
@@ -328,6 +338,9 @@ impl Metrics {
         self.cutover_attempts
             .with_label_values(&l)
             .inc_by(delta(last.cutover_attempts, now.cutover_attempts));
+        self.reconnects
+            .with_label_values(&l)
+            .inc_by(delta(last.reconnects, now.reconnects));
     }
 
     /// Drops every series of one migration (retention over); `sources` are the throttle
@@ -349,6 +362,7 @@ impl Metrics {
         let _ = self.throttled.remove_label_values(&l);
         let _ = self.cutover_attempts.remove_label_values(&l);
         let _ = self.cutover_stall.remove_label_values(&l);
+        let _ = self.reconnects.remove_label_values(&l);
         for kind in ChangeKind::ALL {
             let _ = self
                 .events_applied

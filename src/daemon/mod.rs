@@ -7,10 +7,13 @@
 //! with the CLI client).
 //!
 //! Lifecycle: [`serve`] loads each target's history (retrying in the background while a target
-//! is unreachable), starts the ticker (metrics samples and retention, periodic saves, throttle
-//! expiry) and the HTTP server. On SIGTERM or SIGINT it stops accepting connections, stops
-//! every migration at a safe point (see [`registry::Registry::shutdown`]), records their
-//! state, and returns within `shutdown_grace_secs` plus a few seconds.
+//! is unreachable) and resumes the migrations the previous process left active, from their
+//! checkpoints; it starts the ticker (metrics samples and retention, throttle expiry), the
+//! saver (each active migration's record and checkpoint every `checkpoint_interval_secs`, and
+//! at once on a state change or its first checkpoint) and the HTTP server. On SIGTERM or
+//! SIGINT it stops accepting connections, stops every migration at a safe point keeping its
+//! helper tables (see [`registry::Registry::shutdown`]), saves their checkpoints, and returns
+//! within `shutdown_grace_secs` plus a few seconds; the next start resumes them.
 
 pub mod api;
 pub mod config;
@@ -49,8 +52,8 @@ pub enum DaemonError {
     Internal(String),
 }
 
-/// How often live records are saved even when their state did not change.
-const SAVE_EVERY: Duration = Duration::from_secs(5);
+/// How often the saver looks for records due (a state change shows within this).
+const SAVER_TICK: Duration = Duration::from_millis(250);
 
 /// Mirrors every live migration into the metrics and drops expired series.
 pub fn refresh_metrics(registry: &Registry) {
@@ -73,7 +76,7 @@ async fn load_history(registry: Arc<Registry>, target: String) {
         match store.load().await {
             Ok(records) => {
                 info!(%target, records = records.len(), "history loaded");
-                registry.add_history(records).await;
+                registry.add_history(&target, records).await;
                 return;
             }
             Err(e) => warn!(%target, error = %e, "cannot load the history yet; retrying"),
@@ -106,16 +109,17 @@ async fn ticker(registry: Arc<Registry>, retention: Duration) {
     }
 }
 
-/// Saves live records whose state changed or that were not saved for a while.
+/// Saves live records whose state changed, that got their first checkpoint, or that were not
+/// saved for `checkpoint_every`: the stored checkpoint trails the migration by about that.
 async fn saver(registry: Arc<Registry>) {
-    let mut tick = tokio::time::interval(Duration::from_secs(1));
+    let mut tick = tokio::time::interval(SAVER_TICK);
     loop {
         tokio::select! {
             _ = registry.stopping.cancelled() => return,
             _ = tick.tick() => {}
         }
         for e in registry.all() {
-            if e.live().is_some() && e.save_due(SAVE_EVERY) {
+            if e.live().is_some() && e.save_due(registry.checkpoint_every) {
                 registry.save(&e).await;
             }
         }

@@ -57,7 +57,7 @@ pub struct MigrationView {
     pub cutover_requested: bool,
     /// True once `/cancel` was accepted and the migration is stopping.
     pub cancel_requested: bool,
-    /// True when the daemon stopped (or died) while the migration ran.
+    /// True when the daemon stopped (or died) while the migration was active.
     pub interrupted: bool,
     pub error: Option<String>,
     pub created_at: String,
@@ -66,6 +66,50 @@ pub struct MigrationView {
     pub options: MigrationOptions,
     pub shadow_table: Option<String>,
     pub old_table: Option<String>,
+    /// Lost connections (queries or binlog) re-established, over every run of the migration.
+    #[serde(default)]
+    pub reconnects: u64,
+    /// The last checkpoint saved on the target: where a resume after a crash continues.
+    #[serde(default)]
+    pub checkpoint: Option<CheckpointView>,
+    /// How often the daemon continued the migration after a stop or crash.
+    #[serde(default)]
+    pub resume_count: u32,
+    #[serde(default)]
+    pub resumed_at: Option<String>,
+    /// The failed or cancelled migration this one starts again from scratch.
+    #[serde(default)]
+    pub restarted_from: Option<String>,
+    /// Sessions that held the table when the last cut-over attempt could not lock it.
+    #[serde(default)]
+    pub cutover_blockers: Vec<BlockerView>,
+}
+
+/// A saved checkpoint.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct CheckpointView {
+    /// Every row with a key at or below this was copied; null before the first chunk.
+    pub copy_watermark: Option<Vec<Value>>,
+    pub copy_done: bool,
+    pub rows_copied: u64,
+    /// The end of the last transaction fully applied to the shadow table.
+    pub binlog_file: String,
+    pub binlog_pos: u64,
+    pub gtid: Option<String>,
+    /// When the checkpoint was taken.
+    pub at: String,
+}
+
+/// A session that may hold the table's metadata lock.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct BlockerView {
+    pub id: u64,
+    pub user: String,
+    pub host: String,
+    /// Seconds in its current state (transaction age where known).
+    pub time_secs: u64,
+    pub state: Option<String>,
+    pub query: Option<String>,
 }
 
 /// One throttle source of a migration.

@@ -117,7 +117,15 @@ impl Daemon {
         }
     }
 
-    /// Starts the daemon again with the same config (after [`Daemon::terminate`]).
+    /// Kills the daemon with SIGKILL, as a crash would, and waits for it to be gone.
+    pub fn kill(&mut self) {
+        let mut child = self.child.take().expect("running daemon");
+        let _ = child.kill();
+        let _ = child.wait();
+    }
+
+    /// Starts the daemon again with the same config (after [`Daemon::terminate`] or
+    /// [`Daemon::kill`]).
     pub fn restart(self) -> Daemon {
         let token = self.token.clone();
         let mut this = self;

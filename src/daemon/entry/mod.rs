@@ -1,6 +1,12 @@
-//! One migration the daemon knows: either live (started by this process, steered through its
-//! controls, reporting through its [`Progress`]) or history (a [`Record`] loaded from a
+//! One migration the daemon knows: either live (started by this process, or restored from a
+//! target's store because the previous process stopped while it was active; steered through
+//! its controls, reporting through its [`Progress`]) or history (a [`Record`] loaded from a
 //! target's store, always in a terminal state).
+//!
+//! Crash safety: the record of a live migration carries its checkpoint ([`Checkpoint::of`] of
+//! the progress). A restored migration carries the stored checkpoint until its resumed run has
+//! one of its own, so a save in between never loses the position. The API shows the last
+//! checkpoint that was saved: the one a crash would resume from.
 //!
 //! Invariants: the engine owns the state of a live migration (this module reads it from the
 //! progress and never moves it, except `Queued -> Cancelled` for a migration that never
@@ -12,6 +18,9 @@
 //! global switch while it waits, and every probe source once it runs; when it ends they are
 //! frozen (nothing throttles a finished migration, and the seconds stop counting).
 
+mod view;
+
+use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Instant, SystemTime};
 
@@ -21,13 +30,12 @@ use tokio_util::sync::CancellationToken;
 use tracing::info;
 
 use super::metrics::{Labels, Metrics, Sample, SourceSample};
-use super::model::{rfc3339, MigrationView, ThrottleSourceView};
 use super::store::Record;
 use crate::conn::ConnSettings;
 use crate::copy::CopyTuning;
-use crate::migration::{Controls, MigrationOptions};
+use crate::migration::{Checkpoint, Controls, MigrationOptions};
 use crate::progress::{ChangeKind, Progress};
-use crate::state::{State, Step};
+use crate::state::State;
 use crate::throttle::{PeakWindow, SourceStatus, Switch, Throttle, ThrottleSettings};
 
 /// Reason shown while an operator paused the migration.
@@ -39,6 +47,8 @@ pub struct Live {
     pub pause: Switch,
     pub throttle: Throttle,
     pub cancel: CancellationToken,
+    /// Stops at a safe point and keeps the helper tables (daemon shutdown): it resumes later.
+    pub shutdown: CancellationToken,
     pub cutover_go: watch::Sender<bool>,
     pub tuning: watch::Sender<CopyTuning>,
     /// The probes' live settings: the options' thresholds and checks, and every window.
@@ -64,6 +74,7 @@ impl Live {
         // Built from the engine's defaults so a control added there keeps its default here.
         let (mut c, _) = Controls::unattended(options);
         c.cancel = self.cancel.clone();
+        c.shutdown = self.shutdown.clone();
         c.throttle = self
             .throttle
             .clone()
@@ -86,13 +97,32 @@ impl Live {
     }
 }
 
+/// How a restored migration continues when it gets its slot.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Resume {
+    /// From the stored checkpoint: copy from the watermark, replay from the binlog position.
+    Checkpoint(Checkpoint),
+    /// It was active but had no checkpoint yet (it died while inspecting or creating the
+    /// shadow table): leftover helper tables are cleared and it starts over.
+    Scratch,
+}
+
 /// What changes over an entry's life, behind one short-held lock.
 #[derive(Default)]
 struct Mutable {
     options: MigrationOptions,
-    /// Set when the daemon stopped the migration (shutdown), with the message to show.
-    interrupted: Option<String>,
+    /// The daemon stopped (or died) while the migration was active.
+    interrupted: bool,
     cancel_requested: bool,
+    /// Set for a restored migration until its run starts.
+    resume: Option<Resume>,
+    /// The stored checkpoint of a restored migration: the record's until the resumed run
+    /// reports its own (it never claims more than was applied, so it stays valid).
+    restored_checkpoint: Option<(Checkpoint, SystemTime)>,
+    resume_count: u32,
+    resumed_at: Option<SystemTime>,
+    /// The last checkpoint saved on the target, and when it was taken.
+    persisted: Option<(Checkpoint, SystemTime)>,
     /// When the migration ended (for metric retention).
     finished: Option<Instant>,
     /// Its metric series were dropped.
@@ -103,8 +133,8 @@ struct Mutable {
     /// Copy rate in rows/s (moving average) and the point it was last updated from.
     rate: f64,
     rate_point: Option<(Instant, u64)>,
-    /// State and time of the last successful save.
-    saved: Option<(State, Instant)>,
+    /// State and time of the last successful save, and whether it held a checkpoint.
+    saved: Option<(State, Instant, bool)>,
     /// After a failed save, the next periodic try waits until then (no log flood).
     retry_at: Option<Instant>,
 }
@@ -118,7 +148,11 @@ pub struct Entry {
     pub created_at: SystemTime,
     pub idempotency_key: Option<String>,
     pub fingerprint: Option<String>,
+    /// The failed or cancelled migration this one starts again from scratch.
+    pub restarted_from: Option<String>,
     pub labels: Labels,
+    /// Serialises saves, so an older snapshot never lands after a newer one.
+    pub save_lock: tokio::sync::Mutex<()>,
     kind: Kind,
     m: Mutex<Mutable>,
 }
@@ -141,6 +175,7 @@ pub struct NewEntry {
     pub fingerprint: Option<String>,
     /// Peak windows from the configuration, which apply besides the options' own.
     pub config_windows: Vec<PeakWindow>,
+    pub restarted_from: Option<String>,
 }
 
 impl Entry {
@@ -160,6 +195,7 @@ impl Entry {
             pause,
             throttle,
             cancel: CancellationToken::new(),
+            shutdown: CancellationToken::new(),
             cutover_go: watch::channel(!n.options.postpone_cutover).0,
             tuning: watch::channel(CopyTuning {
                 chunk_size: n.options.chunk_size,
@@ -177,13 +213,75 @@ impl Entry {
             created_at: SystemTime::now(),
             idempotency_key: n.idempotency_key,
             fingerprint: n.fingerprint,
+            restarted_from: n.restarted_from,
             labels,
+            save_lock: tokio::sync::Mutex::new(()),
             kind: Kind::Live(Box::new(live)),
             m: Mutex::new(Mutable {
                 options: n.options,
                 ..Mutable::default()
             }),
         }
+    }
+
+    /// A live entry again for a record the previous process left active or queued: counters,
+    /// pause, cut-over go and start time as stored; `resume` says how it continues.
+    pub fn restored(
+        r: Record,
+        resume: Option<Resume>,
+        config_windows: Vec<PeakWindow>,
+        global: &Switch,
+        metrics: &Metrics,
+    ) -> Entry {
+        let mut e = Entry::new_live(
+            NewEntry {
+                id: r.id.clone(),
+                target: r.target.clone(),
+                database: r.database.clone(),
+                table: r.table.clone(),
+                alter: r.alter.clone(),
+                options: r.options.clone(),
+                idempotency_key: r.idempotency_key.clone(),
+                fingerprint: r.request_fingerprint.clone(),
+                config_windows,
+                restarted_from: r.restarted_from.clone(),
+            },
+            global,
+            metrics,
+        );
+        e.created_at = r.created_at;
+        if let Some(l) = e.live() {
+            let p = &l.progress;
+            p.rows_estimate.store(r.rows_estimate, Ordering::Relaxed);
+            p.cutover_attempts
+                .store(r.cutover_attempts, Ordering::Relaxed);
+            p.reconnects.store(r.reconnects, Ordering::Relaxed);
+            p.update(|s| s.started_at = r.started_at);
+            if let Some(cp) = &r.checkpoint {
+                // The engine restores it too when the resume starts; this shows it meanwhile.
+                p.rows_copied.store(cp.rows_copied, Ordering::Relaxed);
+            }
+            if r.paused {
+                l.pause.set(Some(PAUSE_REASON.to_string()));
+            }
+            if r.cutover_requested {
+                l.cutover_go.send_replace(true);
+            }
+        }
+        let was_active = r.state != State::Queued;
+        let stored = r
+            .checkpoint
+            .map(|cp| (cp, r.checkpoint_at.unwrap_or_else(SystemTime::now)));
+        {
+            let m = e.m.get_mut().unwrap_or_else(|p| p.into_inner());
+            m.interrupted = r.interrupted || was_active;
+            m.resume = resume;
+            m.restored_checkpoint = stored.clone();
+            m.persisted = stored;
+            m.resume_count = r.resume_count;
+            m.resumed_at = r.resumed_at;
+        }
+        e
     }
 
     /// A history entry.
@@ -197,6 +295,8 @@ impl Entry {
             created_at: r.created_at,
             idempotency_key: r.idempotency_key.clone(),
             fingerprint: r.request_fingerprint.clone(),
+            restarted_from: r.restarted_from.clone(),
+            save_lock: tokio::sync::Mutex::new(()),
             labels: Labels {
                 id: r.id.clone(),
                 database: r.database.clone(),
@@ -204,8 +304,14 @@ impl Entry {
             },
             m: Mutex::new(Mutable {
                 options: r.options.clone(),
-                saved: Some((r.state, Instant::now())),
+                saved: Some((r.state, Instant::now(), r.checkpoint.is_some())),
                 forgotten: true,
+                persisted: r
+                    .checkpoint
+                    .clone()
+                    .zip(r.checkpoint_at.or(Some(r.created_at))),
+                resume_count: r.resume_count,
+                resumed_at: r.resumed_at,
                 ..Mutable::default()
             }),
             kind: Kind::History(Box::new(r)),
@@ -252,8 +358,26 @@ impl Entry {
         self.lock().cancel_requested
     }
 
-    pub fn mark_interrupted(&self, message: &str) {
-        self.lock().interrupted = Some(message.to_string());
+    /// Notes that the daemon stopped while the migration was active (it resumes later).
+    pub fn mark_interrupted(&self) {
+        self.lock().interrupted = true;
+    }
+
+    /// How the restored migration continues; taken once, when its run starts.
+    pub fn take_resume(&self) -> Option<Resume> {
+        self.lock().resume.take()
+    }
+
+    /// Whether the migration waits to resume from a checkpoint (its helper tables exist).
+    pub fn resume_pending(&self) -> bool {
+        matches!(self.lock().resume, Some(Resume::Checkpoint(_)))
+    }
+
+    /// Counts a resume that starts now.
+    pub fn mark_resumed(&self) {
+        let mut m = self.lock();
+        m.resume_count += 1;
+        m.resumed_at = Some(SystemTime::now());
     }
 
     /// Records the end (once), for metric retention, and freezes the throttle sources.
@@ -299,23 +423,36 @@ impl Entry {
         m.forgotten = true;
     }
 
-    /// Whether a save is due: the state changed since the last one, or `every` passed.
+    /// Whether a save is due: the state changed since the last one, the first checkpoint
+    /// appeared (saved at once: from then on a crash resumes instead of starting over), or
+    /// `every` passed.
     pub fn save_due(&self, every: std::time::Duration) -> bool {
         let state = self.state();
+        let has_checkpoint = self
+            .live()
+            .is_some_and(|l| l.progress.status().applied_pos.is_some());
         let m = self.lock();
         if m.retry_at.is_some_and(|t| Instant::now() < t) {
             return false;
         }
         match m.saved {
             None => true,
-            Some((s, at)) => s != state || (!state.is_terminal() && at.elapsed() >= every),
+            Some((s, at, had_checkpoint)) => {
+                s != state
+                    || (!state.is_terminal()
+                        && (at.elapsed() >= every || (has_checkpoint && !had_checkpoint)))
+            }
         }
     }
 
-    pub fn mark_saved(&self, state: State) {
+    /// Notes a successful save of `record`.
+    pub fn mark_saved(&self, record: &Record) {
         let mut m = self.lock();
-        m.saved = Some((state, Instant::now()));
+        m.saved = Some((record.state, Instant::now(), record.checkpoint.is_some()));
         m.retry_at = None;
+        if let (Some(cp), Some(at)) = (&record.checkpoint, record.checkpoint_at) {
+            m.persisted = Some((cp.clone(), at));
+        }
     }
 
     pub fn mark_save_failed(&self, retry_in: std::time::Duration) {
@@ -331,6 +468,15 @@ impl Entry {
         let m = self.lock();
         let p = &live.progress;
         let st = p.status();
+        // The run's own checkpoint once it has one; before that the stored one (a restored
+        // migration), so a save never forgets where to resume.
+        let (checkpoint, checkpoint_at) = match Checkpoint::of(p) {
+            Some(cp) => (Some(cp), Some(SystemTime::now())),
+            None => match &m.restored_checkpoint {
+                Some((cp, at)) => (Some(cp.clone()), Some(*at)),
+                None => (None, None),
+            },
+        };
         Record {
             id: self.id.clone(),
             target: self.target.clone(),
@@ -339,7 +485,7 @@ impl Entry {
             alter: self.alter.clone(),
             options: m.options.clone(),
             state: st.state,
-            error: m.interrupted.clone().or(st.error),
+            error: st.error,
             rows_copied: Progress::get(&p.rows_copied),
             rows_estimate: Progress::get(&p.rows_estimate),
             cutover_attempts: Progress::get(&p.cutover_attempts),
@@ -347,10 +493,18 @@ impl Entry {
             old_table: st.old_table,
             idempotency_key: self.idempotency_key.clone(),
             request_fingerprint: self.fingerprint.clone(),
-            interrupted: m.interrupted.is_some(),
+            interrupted: m.interrupted,
             created_at: self.created_at,
             started_at: st.started_at,
             finished_at: st.finished_at,
+            checkpoint,
+            checkpoint_at,
+            resume_count: m.resume_count,
+            resumed_at: m.resumed_at,
+            reconnects: Progress::get(&p.reconnects),
+            cutover_requested: m.options.postpone_cutover && *live.cutover_go.borrow(),
+            paused: live.pause.reason().is_some(),
+            restarted_from: self.restarted_from.clone(),
         }
     }
 
@@ -380,6 +534,7 @@ impl Entry {
             sources,
             state: Some(p.state()),
             cutover_attempts: Progress::get(&p.cutover_attempts),
+            reconnects: Progress::get(&p.reconnects),
         }
     }
 
@@ -428,105 +583,4 @@ impl Entry {
         }
         m.last_sample = now;
     }
-
-    /// The API view.
-    pub fn view(&self) -> MigrationView {
-        let r = self.record();
-        let m = self.lock();
-        let sources = self
-            .live()
-            .map(|l| Self::sources(l, &m))
-            .unwrap_or_default();
-        // As the engine words them: `source: reason`, every active source.
-        let reasons: Vec<String> = sources
-            .iter()
-            .filter_map(|s| s.reason.as_ref().map(|r| format!("{}: {r}", s.name)))
-            .collect();
-        let (step, paused, lag, backlog, chunk, cutover_go, progress) = match self.live() {
-            Some(l) => {
-                let p = &l.progress;
-                let chunk = Progress::get(&p.chunk_size);
-                (
-                    Some(p.status().step),
-                    l.pause.reason().is_some(),
-                    p.replay_lag()
-                        .filter(|_| !r.state.is_terminal())
-                        .map(|d| (d.as_secs_f64() * 1000.0).round() / 1000.0),
-                    Progress::get(&p.backlog_events),
-                    if chunk == 0 {
-                        m.options.chunk_size
-                    } else {
-                        chunk
-                    },
-                    *l.cutover_go.borrow(),
-                    p.percent(),
-                )
-            }
-            None => {
-                let pct = match r.state {
-                    State::Completed => 100.0,
-                    _ if r.rows_estimate > 0 => {
-                        (r.rows_copied as f64 * 100.0 / r.rows_estimate as f64).min(99.9)
-                    }
-                    _ => 0.0,
-                };
-                let go = !r.options.postpone_cutover;
-                (None, false, None, 0, r.options.chunk_size, go, pct)
-            }
-        };
-        let eta = match (r.state, step) {
-            (State::Completed, _) => Some(0),
-            (State::Running, Some(Step::Copying)) if m.rate > 1.0 => {
-                Some((r.rows_estimate.saturating_sub(r.rows_copied) as f64 / m.rate).ceil() as u64)
-            }
-            _ => None,
-        };
-        MigrationView {
-            id: r.id,
-            target: r.target,
-            database: r.database,
-            table: r.table,
-            alter: r.alter,
-            state: r.state.as_str().to_string(),
-            step: step.map(step_name),
-            paused,
-            throttled: !reasons.is_empty(),
-            throttle_reason: (!reasons.is_empty()).then(|| reasons.join("; ")),
-            throttle_sources: sources
-                .into_iter()
-                .map(|s| ThrottleSourceView {
-                    active: s.reason.is_some(),
-                    name: s.name,
-                    reason: s.reason,
-                    throttled_seconds: (s.throttled_seconds * 1000.0).round() / 1000.0,
-                })
-                .collect(),
-            rows_copied: r.rows_copied,
-            rows_estimate: r.rows_estimate,
-            progress: (progress * 10.0).round() / 10.0,
-            eta_seconds: eta,
-            replay_lag_seconds: lag,
-            backlog_events: backlog,
-            chunk_size: chunk,
-            cutover_attempts: r.cutover_attempts,
-            cutover_requested: r.options.postpone_cutover && cutover_go,
-            cancel_requested: m.cancel_requested,
-            interrupted: r.interrupted,
-            error: r.error,
-            created_at: rfc3339(r.created_at),
-            started_at: r.started_at.map(rfc3339),
-            finished_at: r.finished_at.map(rfc3339),
-            options: r.options,
-            shadow_table: r.shadow_table,
-            old_table: r.old_table,
-        }
-    }
-}
-
-/// The step's API name (its serde name).
-fn step_name(step: Step) -> String {
-    serde_json::to_value(step)
-        .ok()
-        .and_then(|v| v.as_str().map(String::from))
-        .unwrap_or_else(|| format!("{step:?}"))
 }

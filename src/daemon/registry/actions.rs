@@ -1,4 +1,5 @@
 //! Operator actions on one migration: pause, resume, cut-over go, cancel, live options.
+//! (Restarting a failed one from scratch is in `restore`.)
 //!
 //! Each checks that the action fits the migration's state (409 otherwise) and acts through the
 //! migration's controls only; the engine moves the state. The exception is cancelling a
@@ -71,6 +72,13 @@ impl Registry {
         if e.state() == State::CuttingOver {
             return Err(RegistryError::WrongState(format!(
                 "migration {id} is cutting over and can no longer be cancelled"
+            )));
+        }
+        if e.resume_pending() {
+            // Its helper tables exist and a cut-over may have been under way: only the resumed
+            // run can tell, and it drops them on a cancel.
+            return Err(RegistryError::WrongState(format!(
+                "migration {id} waits for a slot to resume from its checkpoint; cancel it once it runs"
             )));
         }
         let never_started = {

@@ -9,27 +9,33 @@
 //! - an `Idempotency-Key` maps to at most one migration; a retry with the same body gets that
 //!   migration back, another body is refused.
 //!
-//! Migrations run as tasks spawned here ([`Registry::pump`]); each ends by saving its record,
-//! releasing its table and slot, and pumping its target's queue again. A migration's options
+//! Migrations run as tasks spawned by [`Registry::pump`] (see `lifecycle`); each ends by saving
+//! its record, releasing its table and slot, and pumping its target's queue again. At startup
+//! `restore` turns each target's stored records back into entries: the ones the previous
+//! process left active resume from their checkpoints, queued ones queue again; a start request
+//! for a target waits until its history is loaded, so it cannot take a table that a restored
+//! migration holds. A migration's options
 //! start from its target's (`[defaults]` with the target's throttle keys); the replicas it
 //! watches are fixed when it starts (listed ones, plus discovered ones if the target asks).
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::sync::{Arc, Mutex, MutexGuard};
-use std::time::{Duration, SystemTime};
+use std::time::Duration;
 
 use serde_json::{Map, Value};
+use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
-use tracing::{info, info_span, warn, Instrument};
+use tracing::{info, warn};
 
 mod actions;
+mod lifecycle;
+mod restore;
 
 use super::config::{Config, Target};
 use super::entry::{Entry, NewEntry};
 use super::metrics::Metrics;
 use super::model::StartRequest;
-use super::replicas;
-use super::store::{Record, Store};
+use super::store::Store;
 use super::throttle::GlobalThrottle;
 use crate::clock::now_micros;
 use crate::migration::{self, MigrationOptions, MigrationSpec};
@@ -37,6 +43,8 @@ use crate::state::State;
 
 /// How long a start request may spend on its preflight.
 const PREFLIGHT_TIMEOUT: Duration = Duration::from_secs(60);
+/// How long a start request waits for its target's history to load.
+const HISTORY_WAIT: Duration = Duration::from_secs(15);
 /// Options an operator may change while the migration runs.
 pub const LIVE_OPTIONS: &[&str] = &[
     "chunk_size",
@@ -81,6 +89,8 @@ pub enum RegistryError {
     ShuttingDown,
     #[error("the target did not answer the preflight within {0:?}")]
     PreflightTimeout(Duration),
+    #[error("the migration history of target {0} is not loaded yet (the target cannot be reached); try again")]
+    HistoryNotLoaded(String),
     #[error(transparent)]
     Engine(#[from] crate::Error),
 }
@@ -120,6 +130,10 @@ pub struct Registry {
     pub global: GlobalThrottle,
     /// Cancelled when the daemon stops: nothing new starts.
     pub stopping: CancellationToken,
+    /// Per target: true once its stored history was loaded and restored.
+    history_ready: BTreeMap<String, watch::Sender<bool>>,
+    /// Seconds between checkpoint saves of a running migration.
+    pub checkpoint_every: Duration,
     inner: Mutex<Inner>,
 }
 
@@ -158,12 +172,19 @@ impl Registry {
                 (t.name.clone(), Arc::new(store))
             })
             .collect();
+        let history_ready = config
+            .targets
+            .keys()
+            .map(|name| (name.clone(), watch::channel(false).0))
+            .collect();
         Arc::new(Registry {
             targets: config.targets.clone(),
             stores,
             metrics,
             global: GlobalThrottle::default(),
             stopping: CancellationToken::new(),
+            history_ready,
+            checkpoint_every: Duration::from_secs(config.checkpoint_interval_secs),
             inner: Mutex::new(Inner::default()),
         })
     }
@@ -231,7 +252,7 @@ impl Registry {
                 }
             }
         }
-        let result = self.start_new(req, key.clone(), fingerprint).await;
+        let result = self.start_new(req, key.clone(), fingerprint, None).await;
         if let Some(k) = key {
             let mut inner = self.lock();
             match &result {
@@ -262,15 +283,31 @@ impl Registry {
         }
     }
 
+    /// Waits until the target's history is loaded (its restored migrations hold their tables).
+    async fn wait_for_history(&self, target: &str) -> Result<(), RegistryError> {
+        let Some(ready) = self.history_ready.get(target) else {
+            return Ok(());
+        };
+        let mut rx = ready.subscribe();
+        let loaded =
+            tokio::time::timeout(HISTORY_WAIT, async { rx.wait_for(|r| *r).await.is_ok() }).await;
+        match loaded {
+            Ok(true) => Ok(()),
+            _ => Err(RegistryError::HistoryNotLoaded(target.to_string())),
+        }
+    }
+
     async fn start_new(
         self: &Arc<Self>,
         req: StartRequest,
         key: Option<String>,
         fingerprint: String,
+        restarted_from: Option<String>,
     ) -> Result<(Arc<Entry>, bool), RegistryError> {
         let target = self.resolve_target(req.target.as_deref())?.clone();
         check_name("database", &req.database)?;
         check_name("table", &req.table)?;
+        self.wait_for_history(&target.name).await?;
         let options = merge_options(&target.defaults, &req.options.clone().unwrap_or_default())
             .map_err(RegistryError::InvalidOptions)?;
         let table_key = (target.name.clone(), req.database.clone(), req.table.clone());
@@ -329,6 +366,7 @@ impl Registry {
                     idempotency_key: key,
                     fingerprint: Some(fingerprint),
                     config_windows: target.peak_windows.clone(),
+                    restarted_from,
                 },
                 self.global.switch(),
                 &self.metrics,
@@ -349,155 +387,19 @@ impl Registry {
         Ok((entry, true))
     }
 
-    /// Starts queued migrations of `target` while it has free slots.
-    pub fn pump(self: &Arc<Self>, target: &str) {
-        if self.stopping.is_cancelled() {
-            return;
-        }
-        let Some(limit) = self.targets.get(target).map(|t| t.max_running) else {
-            return;
-        };
-        let mut starting = Vec::new();
-        {
-            let mut inner = self.lock();
-            loop {
-                let running = inner.running.get(target).copied().unwrap_or(0);
-                if running >= limit {
-                    break;
-                }
-                let Some(id) = inner.queues.get_mut(target).and_then(VecDeque::pop_front) else {
-                    break;
-                };
-                let Some(entry) = inner.entries.get(&id).cloned() else {
-                    continue;
-                };
-                if entry.state() != State::Queued {
-                    continue;
-                }
-                *inner.running.entry(target.to_string()).or_default() += 1;
-                starting.push(entry);
-            }
-        }
-        for entry in starting {
-            let span = info_span!("migration", id = %entry.id, target = %entry.target, db = %entry.database, table = %entry.table);
-            tokio::spawn(self.clone().drive(entry).instrument(span));
-        }
-    }
-
-    /// Runs one migration to its end, then frees its slot and table.
-    async fn drive(self: Arc<Self>, entry: Arc<Entry>) {
-        let (Some(live), Some(target)) = (entry.live(), self.targets.get(&entry.target)) else {
-            return;
-        };
-        let options = entry.options();
-        let progress = live.progress.clone();
-        match replicas::for_target(target).await {
-            Ok(watched) => {
-                let names: Vec<String> = watched
-                    .iter()
-                    .map(|r| format!("{}:{}", r.host, r.port))
-                    .collect();
-                info!(replicas = ?names, "migration starting");
-                let controls = live.controls(&options, watched);
-                let spec = MigrationSpec {
-                    settings: target.settings.clone(),
-                    database: entry.database.clone(),
-                    table: entry.table.clone(),
-                    alter: entry.alter.clone(),
-                    options,
-                };
-                // Spawned so that a panic in the engine fails this migration, not the daemon.
-                let task = tokio::spawn(
-                    migration::run(spec, controls, progress.clone()).in_current_span(),
-                );
-                if let Err(e) = task.await {
-                    progress.fail(format!(
-                        "internal error: the migration task ended abnormally: {e}"
-                    ));
-                }
-            }
-            Err(e) => {
-                warn!(error = %e, "migration not started");
-                progress.fail(e);
-            }
-        }
-        let state = entry.state();
-        if state == State::Cancelled && self.stopping.is_cancelled() && !entry.cancel_requested() {
-            entry.mark_interrupted(
-                "interrupted: the daemon shut down; the original table is unchanged and the helper tables were dropped; start the migration again",
-            );
-        }
-        entry.mark_finished();
-        entry.sample(&self.metrics);
-        self.save(&entry).await;
-        {
-            let mut inner = self.lock();
-            let key = (
-                entry.target.clone(),
-                entry.database.clone(),
-                entry.table.clone(),
-            );
-            if inner.tables.get(&key) == Some(&entry.id) {
-                inner.tables.remove(&key);
-            }
-            if let Some(n) = inner.running.get_mut(&entry.target) {
-                *n = n.saturating_sub(1);
-            }
-        }
-        info!(state = %state, "migration ended");
-        self.pump(&entry.target);
-    }
-
-    /// Saves the entry's record on its target; failures are logged (the ticker retries).
+    /// Saves the entry's record on its target; failures are logged (the saver retries).
+    /// Saves of one entry are serialised, so an older snapshot never overwrites a newer one.
     pub async fn save(&self, entry: &Entry) {
         let Some(store) = self.stores.get(&entry.target) else {
             return;
         };
+        let _one_at_a_time = entry.save_lock.lock().await;
         let record = entry.record();
         match store.save(&record).await {
-            Ok(()) => entry.mark_saved(record.state),
+            Ok(()) => entry.mark_saved(&record),
             Err(e) => {
                 warn!(id = %entry.id, error = %e, "could not save the migration record; retrying later");
                 entry.mark_save_failed(Duration::from_secs(5));
-            }
-        }
-    }
-
-    /// Adds a target's stored history. Records a previous process left active (it died) are
-    /// marked failed and interrupted, and saved so.
-    pub async fn add_history(&self, records: Vec<Record>) {
-        let mut fixed = Vec::new();
-        {
-            let mut inner = self.lock();
-            for mut r in records {
-                if inner.entries.contains_key(&r.id) {
-                    continue;
-                }
-                if !r.state.is_terminal() {
-                    r.state = State::Failed;
-                    r.interrupted = true;
-                    r.finished_at = Some(SystemTime::now());
-                    r.error = Some(format!(
-                        "interrupted: the daemon stopped while the migration was {}; helper tables \
-                         (_{t}_new, _{t}_chl) may be left behind: drop them, then start again",
-                        r.error.as_deref().unwrap_or("active"),
-                        t = r.table
-                    ));
-                    fixed.push(r.clone());
-                }
-                if let Some(k) = &r.idempotency_key {
-                    inner.keys.insert(k.clone(), KeySlot::Done(r.id.clone()));
-                }
-                inner
-                    .entries
-                    .insert(r.id.clone(), Arc::new(Entry::from_record(r)));
-            }
-        }
-        for r in fixed {
-            if let Some(store) = self.stores.get(&r.target) {
-                if let Err(e) = store.save(&r).await {
-                    warn!(id = %r.id, error = %e, "could not mark an interrupted record");
-                }
             }
         }
     }
@@ -509,56 +411,5 @@ impl Registry {
             .into_iter()
             .map(|s| (s, all.iter().filter(|e| e.state() == s).count()))
             .collect()
-    }
-
-    /// Stops everything at a safe point: nothing new starts, queued migrations are cancelled,
-    /// running ones are cancelled (the engine drops its helpers and leaves the table as it
-    /// was); a cut-over under way is let finish. Waits up to `grace`, then saves every record.
-    pub async fn shutdown(self: &Arc<Self>, grace: Duration) {
-        self.stopping.cancel();
-        let active: Vec<Arc<Entry>> = self
-            .all()
-            .into_iter()
-            .filter(|e| e.live().is_some() && !e.state().is_terminal())
-            .collect();
-        {
-            let mut inner = self.lock();
-            for q in inner.queues.values_mut() {
-                q.clear();
-            }
-        }
-        for e in &active {
-            if e.state() == State::Queued {
-                if let Some(l) = e.live() {
-                    if l.progress.move_to(State::Cancelled).is_ok() {
-                        e.mark_interrupted(
-                            "interrupted: the daemon shut down before the migration started; start it again",
-                        );
-                    }
-                }
-            }
-            if e.state() != State::CuttingOver {
-                if let Some(l) = e.live() {
-                    l.cancel.cancel();
-                }
-            }
-        }
-        let deadline = tokio::time::Instant::now() + grace;
-        while tokio::time::Instant::now() < deadline {
-            let busy = self.lock().running.values().sum::<usize>();
-            if busy == 0 {
-                break;
-            }
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-        for e in &active {
-            if !e.state().is_terminal() {
-                e.mark_interrupted(
-                    "interrupted: the daemon shut down before the migration reached a safe point; check the table and the helper tables",
-                );
-            }
-            e.mark_finished();
-            self.save(e).await;
-        }
     }
 }
