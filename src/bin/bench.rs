@@ -395,6 +395,7 @@ async fn run_mode(
         sysbench.map(|p| p.as_path()),
         settings.port,
         args.rows,
+        false,
     )
     .await?;
     let copy = data::make_fresh_copy(&mut conn).await?;
@@ -462,11 +463,23 @@ async fn run_shadowcut(args: &Args, settings: &ConnSettings) -> anyhow::Result<S
         },
     };
     let (controls, _tuning) = Controls::unattended(&spec.options);
+    drive_migration(spec, controls, args.migration_timeout_secs, |_| {}).await
+}
+
+/// Runs one migration to its end, cancelling it after `timeout_secs`, and collects what the
+/// bench reports about it. `on_start` gets the migration's progress as it starts.
+async fn drive_migration(
+    spec: MigrationSpec,
+    controls: Controls,
+    timeout_secs: u64,
+    on_start: impl FnOnce(&Arc<Progress>),
+) -> anyhow::Result<ShadowcutRun> {
     let chunks = Arc::new(ChunkTimes::default());
     let progress = Progress::new(chunks.clone());
     let started = Instant::now();
     let cancel = controls.cancel.clone();
-    let deadline = started + Duration::from_secs(args.migration_timeout_secs);
+    let deadline = started + Duration::from_secs(timeout_secs);
+    on_start(&progress);
     let mut task = tokio::spawn(migration::run(spec, controls, progress.clone()));
     let mut steps: Vec<(Step, Instant)> = Vec::new();
     let mut max_backlog = 0;
@@ -482,7 +495,7 @@ async fn run_shadowcut(args: &Args, settings: &ConnSettings) -> anyhow::Result<S
                         "shadowcut is still at step {:?} after {} s (--migration-timeout-secs): \
                          cancelling it",
                         progress.status().step,
-                        args.migration_timeout_secs
+                        timeout_secs
                     );
                     lag_at_deadline = progress.replay_lag();
                     cancel.cancel();
@@ -506,7 +519,7 @@ async fn run_shadowcut(args: &Args, settings: &ConnSettings) -> anyhow::Result<S
                 None,
                 Some(format!(
                     "cancelled after {} s at step {:?} with a replay lag of {lag} ({e})",
-                    args.migration_timeout_secs,
+                    timeout_secs,
                     steps.last().map(|(s, _)| *s).unwrap_or(Step::Pending)
                 )),
             )

@@ -54,18 +54,31 @@ fn random_digit_groups(groups: usize) -> String {
 }
 
 /// Loads `sbtest1` with ids 1..=rows, then adds the `k_1` index, as sysbench's prepare does.
+/// With `replicated`, the sequence loader writes its statements to the binlog in statement
+/// format (the server logs RAND()'s seeds), so that a replica loads the same rows in about
+/// the same time; otherwise it keeps the load out of the binlog. sysbench's prepare always
+/// writes to the binlog.
 pub async fn load(
     conn: &mut Conn,
     loader: Loader,
     sysbench: Option<&Path>,
     port: u16,
     rows: u64,
+    replicated: bool,
 ) -> anyhow::Result<Duration> {
     let started = Instant::now();
     match loader {
         Loader::Sequence => {
-            // The load is not part of any measurement: keep it out of the binlog.
-            exec(conn, "SET SESSION sql_log_bin = 0").await?;
+            let (before, after) = if replicated {
+                (
+                    "SET SESSION binlog_format = 'STATEMENT'",
+                    "SET SESSION binlog_format = 'ROW'",
+                )
+            } else {
+                // The load is not part of any measurement: keep it out of the binlog.
+                ("SET SESSION sql_log_bin = 0", "SET SESSION sql_log_bin = 1")
+            };
+            exec(conn, before).await?;
             exec(conn, &format!("USE {DATABASE}")).await?;
             exec(conn, CREATE_TABLE).await?;
             let mut lo = 1;
@@ -83,7 +96,7 @@ pub async fn load(
                 lo = hi + 1;
             }
             exec(conn, &format!("CREATE INDEX k_1 ON {TABLE}(k)")).await?;
-            exec(conn, "SET SESSION sql_log_bin = 1").await?;
+            exec(conn, after).await?;
         }
         Loader::Sysbench => {
             let Some(sysbench) = sysbench else {
