@@ -5,9 +5,18 @@
 //! Per mode: load `sbtest.sbtest1` (N rows), copy it to a fresh identical table, time the
 //! server's ALTER on `sbtest1` (with the writers running, if any), put the fresh copy in its
 //! place, time shadowcut's migration of the same change (writers running again), verify.
+//!
+//! `--mode throttle` is a separate benchmark (module `throttle`): the application's latency
+//! and a replica's lag while shadowcut migrates the table with replica-lag throttling.
 
 #[path = "bench/data.rs"]
 mod data;
+#[path = "bench/lag.rs"]
+mod lag;
+#[path = "bench/latency.rs"]
+mod latency;
+#[path = "bench/throttle.rs"]
+mod throttle;
 #[path = "bench/writers.rs"]
 mod writers;
 
@@ -32,13 +41,15 @@ use writers::{Load, Target, WriterReport, Writers};
 #[command(
     name = "bench",
     about = "Times the server's ALTER TABLE .. ALGORITHM=COPY against shadowcut's migration of \
-             the same change, idle and under sysbench write loads"
+             the same change, idle and under sysbench write loads; --mode throttle measures the \
+             application's latency and a replica's lag during a throttled migration"
 )]
 struct Args {
     /// Rows in the sysbench-shaped table.
     #[arg(long, default_value_t = 1_000_000)]
     rows: u64,
-    /// Which load to run the two migrations under.
+    /// Which load to run the two migrations under; `throttle` is the separate replica-lag
+    /// benchmark (not part of `all`).
     #[arg(long, value_enum, default_value_t = ModeArg::All)]
     mode: ModeArg,
     /// shadowcut's rows per copy chunk.
@@ -51,10 +62,10 @@ struct Args {
     /// InnoDB buffer pool of the bench's own sandbox, in MiB.
     #[arg(long, default_value_t = 1024)]
     buffer_pool_mb: u32,
-    /// Transactions per second of the `rate` mode.
+    /// Transactions per second of the `rate` and `throttle` modes.
     #[arg(long, default_value_t = 200)]
     rate: u32,
-    /// sysbench threads in the `rate` and `unthrottled` modes.
+    /// sysbench threads in the `rate`, `unthrottled` and `throttle` modes.
     #[arg(long, default_value_t = 2)]
     threads: u32,
     /// Seconds the writers run before each timed migration (their baseline) and after it.
@@ -71,9 +82,19 @@ struct Args {
     #[arg(long, default_value_t = 600)]
     migration_timeout_secs: u64,
     /// Exit with status 1 when a target is missed (idle ratio > 2.0, writer errors under
-    /// shadowcut), not only when a run fails or its verification does.
+    /// shadowcut; in `throttle` mode p99 > 1.5x the baseline's, replica lag > 2x
+    /// max_lag_millis), not only when a run fails or its verification does.
     #[arg(long)]
     check: bool,
+    /// `throttle` mode: seconds of the baseline phase (the write load without a migration).
+    #[arg(long, default_value_t = 30)]
+    baseline_secs: u64,
+    /// `throttle` mode: the migration's max_lag_millis for the replica.
+    #[arg(long, default_value_t = 1000)]
+    max_lag_millis: u64,
+    /// `throttle` mode: how often the bench reads its heartbeat on the replica, in ms.
+    #[arg(long, default_value_t = 100)]
+    lag_sample_millis: u64,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -82,6 +103,7 @@ enum ModeArg {
     Rate,
     Unthrottled,
     All,
+    Throttle,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -223,6 +245,7 @@ fn bench(args: Args) -> anyhow::Result<bool> {
         ModeArg::Rate => vec![Mode::Rate],
         ModeArg::Unthrottled => vec![Mode::Unthrottled],
         ModeArg::All => vec![Mode::Idle, Mode::Rate, Mode::Unthrottled],
+        ModeArg::Throttle => return throttle::run(&args),
     };
     let needs_sysbench = args.loader == Loader::Sysbench || modes.iter().any(|m| *m != Mode::Idle);
     let sysbench = if needs_sysbench {
