@@ -95,6 +95,10 @@ struct Args {
     /// `throttle` mode: how often the bench reads its heartbeat on the replica, in ms.
     #[arg(long, default_value_t = 100)]
     lag_sample_millis: u64,
+    /// `throttle` mode: also write every lag sample and every per-second sysbench report to
+    /// this CSV file (seconds from the start of the baseline).
+    #[arg(long)]
+    samples_csv: Option<PathBuf>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]

@@ -94,6 +94,10 @@ pub fn run(args: &Args) -> anyhow::Result<bool> {
         }
     })?;
     drop(runtime);
+    if let Some(path) = &args.samples_csv {
+        write_csv(path, &measured)
+            .with_context(|| format!("writing the samples to {}", path.display()))?;
+    }
     let verdicts = print(args, &measured);
     Ok(!args.check || verdicts.iter().all(|met| *met))
 }
@@ -512,4 +516,43 @@ fn print_series(m: &Measured) {
             p99
         );
     }
+}
+
+/// Every lag sample and every per-second sysbench report, as CSV.
+fn write_csv(path: &std::path::Path, m: &Measured) -> anyhow::Result<()> {
+    use std::fmt::Write as _;
+    let t = |at: Instant| {
+        if at >= m.t0 {
+            (at - m.t0).as_secs_f64()
+        } else {
+            -(m.t0 - at).as_secs_f64()
+        }
+    };
+    let mut out = String::from("kind,t_s,phase,lag_ms,step,throttled,tps,p99_ms\n");
+    for s in &m.lag.samples {
+        let (step, throttled) = match s.migration {
+            Some((step, on)) => (step_name(step), if on { "1" } else { "0" }),
+            None => ("", ""),
+        };
+        let lag = s.lag_ms.map(|l| format!("{l:.1}")).unwrap_or_default();
+        writeln!(
+            out,
+            "lag,{:.3},{},{lag},{step},{throttled},,",
+            t(s.at),
+            s.phase.name()
+        )?;
+    }
+    for (phase, r) in [("base", &m.baseline), ("migr", &m.migration)] {
+        for i in &r.interim {
+            writeln!(
+                out,
+                "sysbench,{:.3},{phase},,,,{:.2},{:.2}",
+                t(i.at),
+                i.tps,
+                i.pct_ms
+            )?;
+        }
+    }
+    std::fs::write(path, out)?;
+    Ok(())
 }
