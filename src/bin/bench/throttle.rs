@@ -42,6 +42,8 @@ struct Measured {
     load: Duration,
     baseline: RunReport,
     migration: RunReport,
+    /// Share of the machine's CPU time in use during each phase (everyone's, not only ours).
+    cpu_busy: [Option<f64>; 2],
     shadowcut: ShadowcutRun,
     /// Seconds the migration's replica-lag source throttled the copy.
     throttled_secs: f64,
@@ -169,7 +171,9 @@ async fn measure(
         args.rate, args.baseline_secs
     );
     let sb = PacedRun::start(sysbench, &target, writers, max_secs).await?;
+    let cpu = CpuTimes::read();
     tokio::time::sleep(Duration::from_secs(args.baseline_secs)).await;
+    let baseline_cpu = CpuTimes::busy_since(cpu);
     let baseline = sb.finish(STOP_LIMIT).await.context("the baseline phase")?;
 
     monitor.set_phase(Phase::Migration, None);
@@ -178,6 +182,7 @@ async fn measure(
         args.rate, args.max_lag_millis
     );
     let sb = PacedRun::start(sysbench, &target, writers, max_secs).await?;
+    let cpu = CpuTimes::read();
     let spec = MigrationSpec {
         settings: settings.clone(),
         database: data::DATABASE.to_string(),
@@ -198,6 +203,7 @@ async fn measure(
         progress = Some(p.clone());
     })
     .await;
+    let migration_cpu = CpuTimes::busy_since(cpu);
     let migration = sb.finish(STOP_LIMIT).await;
     monitor.set_phase(Phase::After, None);
     let shadowcut = shadowcut?;
@@ -248,6 +254,7 @@ async fn measure(
         load,
         baseline,
         migration,
+        cpu_busy: [baseline_cpu, migration_cpu],
         shadowcut,
         throttled_secs,
         replica_after,
@@ -295,12 +302,53 @@ fn ms(v: Option<f64>) -> String {
     }
 }
 
+/// The machine's CPU time counters from /proc/stat (every core, every process on it).
+#[derive(Debug, Clone, Copy)]
+struct CpuTimes {
+    busy: u64,
+    total: u64,
+}
+
+impl CpuTimes {
+    fn read() -> Option<CpuTimes> {
+        let stat = std::fs::read_to_string("/proc/stat").ok()?;
+        parse_cpu_line(stat.lines().next()?)
+    }
+
+    /// The share of CPU time in use since `start`.
+    fn busy_since(start: Option<CpuTimes>) -> Option<f64> {
+        let (a, b) = (start?, CpuTimes::read()?);
+        let total = b.total.checked_sub(a.total)?;
+        (total > 0).then(|| b.busy.saturating_sub(a.busy) as f64 / total as f64)
+    }
+}
+
+/// `cpu  user nice system idle iowait irq softirq steal ...`: idle and iowait are not busy.
+fn parse_cpu_line(line: &str) -> Option<CpuTimes> {
+    let mut fields = line.split_whitespace();
+    if fields.next()? != "cpu" {
+        return None;
+    }
+    let v: Vec<u64> = fields
+        .take(8)
+        .map(|f| f.parse().ok())
+        .collect::<Option<_>>()?;
+    if v.len() < 5 {
+        return None;
+    }
+    let total: u64 = v.iter().sum();
+    Some(CpuTimes {
+        busy: total - v[3] - v[4],
+        total,
+    })
+}
+
 /// One line of the phase table.
-fn phase_line(name: &str, r: &RunReport) -> String {
+fn phase_line(name: &str, r: &RunReport, cpu: Option<f64>) -> String {
     let s = &r.summary;
     let h = &s.histogram;
     format!(
-        "{name:<10} {:>7.1} {:>7.1} {:>8} {:>8} {:>8} {:>7} {:>11}",
+        "{name:<10} {:>7.1} {:>7.1} {:>8} {:>8} {:>8} {:>7} {:>12} {:>9}",
         s.secs,
         s.tps(),
         ms(h.percentile(95.0)),
@@ -308,6 +356,8 @@ fn phase_line(name: &str, r: &RunReport) -> String {
         ms(s.max_ms),
         s.errors,
         ms(s.sysbench_pct_ms),
+        cpu.map(|c| format!("{:.0}%", c * 100.0))
+            .unwrap_or_else(|| "-".to_string()),
     )
 }
 
@@ -328,11 +378,15 @@ fn print(args: &Args, m: &Measured) -> Vec<bool> {
     );
     println!();
     println!(
-        "{:<10} {:>7} {:>7} {:>8} {:>8} {:>8} {:>7} {:>11}",
-        "phase", "secs", "tps", "p95 ms", "p99 ms", "max ms", "errors", "sysbench p99"
+        "{:<10} {:>7} {:>7} {:>8} {:>8} {:>8} {:>7} {:>12} {:>9}",
+        "phase", "secs", "tps", "p95 ms", "p99 ms", "max ms", "errors", "sysbench p99", "CPU busy"
     );
-    println!("{}", phase_line("baseline", &m.baseline));
-    println!("{}", phase_line("migration", &m.migration));
+    println!("{}", phase_line("baseline", &m.baseline, m.cpu_busy[0]));
+    println!("{}", phase_line("migration", &m.migration, m.cpu_busy[1]));
+    println!(
+        "(p95/p99 from sysbench's histogram, \"sysbench p99\" is its own figure; CPU busy is the \
+         whole machine's, other users' work included)"
+    );
     for (name, r) in [("baseline", &m.baseline), ("migration", &m.migration)] {
         for msg in &r.messages {
             println!("  {name}: writer error: {msg}");
@@ -555,4 +609,17 @@ fn write_csv(path: &std::path::Path, m: &Measured) -> anyhow::Result<()> {
     }
     std::fs::write(path, out)?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_the_cpu_line() {
+        let c = parse_cpu_line("cpu  100 5 50 800 40 3 2 0 0 0").unwrap();
+        assert_eq!(c.total, 1000);
+        assert_eq!(c.busy, 160);
+        assert!(parse_cpu_line("cpu0 1 2 3 4 5").is_none());
+    }
 }
