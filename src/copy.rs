@@ -6,6 +6,11 @@
 //! wrote is left alone by `IGNORE`. Any other warning (a value that does not fit the new
 //! column, a duplicate on a new unique key) fails the migration instead of losing data.
 //!
+//! The chunk's SELECT share-locks the rows it reads. Without that it would read a snapshot from
+//! the statement's start, and a row deleted while the chunk runs (its replayed delete finding
+//! nothing yet) would be copied afterwards and survive in the new table. With the lock, a
+//! change to a row the chunk read commits after the chunk, so its replay comes after the copy.
+//!
 //! Invariant: `copy_watermark` in the progress is the upper key of the last committed chunk:
 //! every source row at or below it has been copied. Throttling and cancellation are honoured
 //! between chunks.
@@ -22,11 +27,15 @@ use tracing::debug;
 
 use crate::conn::{ConnSettings, Session, READ_COMMITTED};
 use crate::error::{DbContext, Error, Result, LOCK_RETRIES};
+use crate::flavor::ServerVersion;
 use crate::progress::Progress;
 use crate::schema::TableSchema;
 use crate::shadow::ShadowPlan;
 use crate::sql::{column_list, key_after, key_bound_params, qualified, quote_ident};
 use crate::throttle::Throttle;
+
+/// How long a chunk waits for an application's row lock before it is rolled back and retried.
+const COPY_LOCK_WAIT_SECS: u64 = 2;
 
 /// Live-tunable copy settings.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -41,6 +50,8 @@ pub struct Copier {
     force_index: String,
     insert_prefix: String,
     select_list: String,
+    /// Share-locks the rows a chunk reads (see `ServerVersion::share_lock_clause`).
+    share_lock: &'static str,
     /// Name of the shadow's key that the shared key maps to: duplicates on it are expected.
     shadow_key_name: String,
     progress: Arc<Progress>,
@@ -50,12 +61,18 @@ impl Copier {
     pub async fn new(
         settings: &ConnSettings,
         reconnect_for: Duration,
+        version: &ServerVersion,
         source: &TableSchema,
         plan: &ShadowPlan,
         progress: Arc<Progress>,
     ) -> Result<Copier> {
-        // A non-locking read of the source: the application's row locks are not touched.
-        let setup = vec![READ_COMMITTED.to_string()];
+        // READ COMMITTED: no gap locks, so the application can insert between the rows a chunk
+        // locks. A short row-lock wait: while a chunk waits on an application lock it holds the
+        // rows it already read, so it gives up early (and is retried) rather than stall writers.
+        let setup = vec![
+            READ_COMMITTED.to_string(),
+            format!("SET SESSION innodb_lock_wait_timeout = {COPY_LOCK_WAIT_SECS}"),
+        ];
         let session =
             Session::open(settings, "copy", setup, reconnect_for, progress.clone()).await?;
         let sources: Vec<&str> = plan.columns.iter().map(|c| c.source.as_str()).collect();
@@ -83,6 +100,7 @@ impl Copier {
                 column_list(&targets)
             ),
             select_list: column_list(&sources),
+            share_lock: version.share_lock_clause(),
             shadow_key_name,
             progress,
         })
@@ -160,12 +178,13 @@ impl Copier {
         conds.push(key_after(&self.key_cols, true, false));
         params.extend(key_bound_params(hi));
         let sql = format!(
-            "{} SELECT {} FROM {} FORCE INDEX ({}) WHERE {}",
+            "{} SELECT {} FROM {} FORCE INDEX ({}) WHERE {} {}",
             self.insert_prefix,
             self.select_list,
             self.source,
             self.force_index,
-            conds.join(" AND ")
+            conds.join(" AND "),
+            self.share_lock
         );
         let conn = self.session.conn().await?;
         conn.exec_drop(&sql, params)

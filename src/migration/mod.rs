@@ -386,6 +386,7 @@ async fn migrate(
     let mut copier = Copier::new(
         &spec.settings,
         reconnect_for,
+        &insp.version,
         &insp.schema,
         plan,
         progress.clone(),
