@@ -21,7 +21,8 @@ pub const MAX_NAME_CHARS: usize = 64;
 /// Names of every table a migration creates.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct HelperNames {
-    /// `_<t>_new`: the table with the new schema.
+    /// `<t>~new`: the table with the new schema. It is renamed to `<t>` in the swap, so it
+    /// sorts after `<t>` too (see the cut-over module).
     pub shadow: String,
     /// `_<t>_chl`: heartbeats and cut-over markers, read back through the binlog.
     pub changelog: String,
@@ -55,25 +56,27 @@ fn affixed(table: &str, prefix: &str, suffix: &str) -> String {
     format!("{prefix}{head}_{hash}{suffix}")
 }
 
-/// A name that sorts after `table` byte-wise (also when both are lower-cased) and fits 64 chars.
-fn name_sorting_after(table: &str) -> Result<String> {
-    const SUFFIX: &str = "~sc";
-    if table.chars().count() + SUFFIX.len() <= MAX_NAME_CHARS {
+/// `table + suffix` (`suffix` starts with '~'): a name that sorts after `table` byte-wise (also
+/// when both are lower-cased) and fits 64 characters.
+fn name_sorting_after(table: &str, suffix: &str) -> Result<String> {
+    if table.chars().count() + suffix.chars().count() <= MAX_NAME_CHARS {
         // `table` is a strict prefix: it sorts first.
-        return Ok(format!("{table}{SUFFIX}"));
+        return Ok(format!("{table}{suffix}"));
     }
-    // Cut at a character below '~' and put '~' there: that byte decides the order.
+    // Cut at a character below '~' and put the suffix's '~' there: that byte decides the
+    // order. The hash of the full name keeps long names with the same head apart.
+    let hash = short_hash(table);
     let chars: Vec<char> = table.chars().collect();
-    let limit = MAX_NAME_CHARS - SUFFIX.len();
+    let limit = MAX_NAME_CHARS - suffix.chars().count() - hash.len() - 1;
     for cut in (0..limit.min(chars.len())).rev() {
         if chars[cut].is_ascii() && chars[cut] < '~' {
             let head: String = chars[..cut].iter().collect();
-            return Ok(format!("{head}{SUFFIX}"));
+            return Ok(format!("{head}{suffix}_{hash}"));
         }
     }
     Err(Error::refused(
         "table_name",
-        format!("cannot build a swap name for table {table}"),
+        format!("cannot build helper table names for table {table}"),
         "rename the table to a shorter name first",
     ))
 }
@@ -81,9 +84,9 @@ fn name_sorting_after(table: &str) -> Result<String> {
 impl HelperNames {
     pub fn for_table(table: &str, stamp: &str) -> Result<HelperNames> {
         Ok(HelperNames {
-            shadow: affixed(table, "_", "_new"),
+            shadow: name_sorting_after(table, "~new")?,
             changelog: affixed(table, "_", "_chl"),
-            swap: name_sorting_after(table)?,
+            swap: name_sorting_after(table, "~sc")?,
             archive: affixed(table, "_", &format!("_old_{stamp}")),
         })
     }
@@ -388,11 +391,12 @@ mod tests {
     #[test]
     fn names_for_short_and_long_tables() {
         let n = HelperNames::for_table("users", "20261122000000").unwrap();
-        assert_eq!(n.shadow, "_users_new");
+        assert_eq!(n.shadow, "users~new");
         assert_eq!(n.changelog, "_users_chl");
         assert_eq!(n.swap, "users~sc");
         assert_eq!(n.archive, "_users_old_20261122000000");
         assert!(n.swap.as_str() > "users");
+        assert!(n.shadow.as_str() > "users");
 
         let long = "x".repeat(64);
         let n = HelperNames::for_table(&long, "20261122000000").unwrap();
@@ -400,11 +404,17 @@ mod tests {
             assert!(name.chars().count() <= MAX_NAME_CHARS, "{name}");
         }
         assert!(n.swap.as_str() > long.as_str());
+        assert!(n.shadow.as_str() > long.as_str());
         assert_ne!(n.shadow, n.changelog);
+        assert_ne!(n.shadow, n.swap);
         // Deterministic.
         assert_eq!(n, HelperNames::for_table(&long, "20261122000000").unwrap());
         // Two long names differing only at the end stay distinct.
         let other = format!("{}y", "x".repeat(63));
+        assert_ne!(
+            HelperNames::for_table(&other, "1").unwrap().changelog,
+            HelperNames::for_table(&long, "1").unwrap().changelog
+        );
         assert_ne!(
             HelperNames::for_table(&other, "1").unwrap().shadow,
             HelperNames::for_table(&long, "1").unwrap().shadow
@@ -412,8 +422,10 @@ mod tests {
 
         let tilde = format!("{}~~~~", "a".repeat(60));
         let n = HelperNames::for_table(&tilde, "1").unwrap();
-        assert!(n.swap.as_str() > tilde.as_str());
-        assert!(n.swap.to_lowercase() > tilde.to_lowercase());
+        for name in [&n.swap, &n.shadow] {
+            assert!(name.as_str() > tilde.as_str(), "{name}");
+            assert!(name.to_lowercase() > tilde.to_lowercase(), "{name}");
+        }
     }
 
     #[test]

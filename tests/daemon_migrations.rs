@@ -507,7 +507,7 @@ async fn sigterm_cancel_and_history_across_restart() {
         5,
         "h1, its old copy, h2 and h2's helpers remain: {tables:?}"
     );
-    assert!(tables.contains(&"_h2_new".to_string()) && tables.contains(&"_h2_chl".to_string()));
+    assert!(tables.contains(&"h2~new".to_string()) && tables.contains(&"_h2_chl".to_string()));
     assert_eq!(
         db.scalar_u64("SELECT COUNT(*) FROM _shadowcut.migrations")
             .await,

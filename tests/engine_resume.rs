@@ -72,7 +72,7 @@ async fn shutdown_mid_copy_then_resume_loses_nothing() {
     tables.sort();
     assert_eq!(
         tables,
-        vec!["_t_chl", "_t_new", "t"],
+        vec!["_t_chl", "t", "t~new"],
         "helpers kept for the resume"
     );
 
@@ -179,7 +179,7 @@ async fn interrupted_cutover_is_rolled_back_or_completed() {
 
     // Crash right after the RENAME: the swap happened; the resume only archives the old table.
     let (spec, cp) = postponed_checkpoint(&db, "ADD COLUMN extra2 INT NOT NULL DEFAULT 8").await;
-    db.exec("RENAME TABLE app.t TO app.`t~sc`, app._t_new TO app.t")
+    db.exec("RENAME TABLE app.t TO app.`t~sc`, app.`t~new` TO app.t")
         .await;
     let (controls, _t) = Controls::unattended(&spec.options);
     let outcome = migration::resume(
