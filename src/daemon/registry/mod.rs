@@ -25,7 +25,7 @@ use std::time::Duration;
 use serde_json::{Map, Value};
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
-use tracing::{info, warn};
+use tracing::{debug, info, warn};
 
 mod actions;
 mod lifecycle;
@@ -395,8 +395,13 @@ impl Registry {
         };
         let _one_at_a_time = entry.save_lock.lock().await;
         let record = entry.record();
+        let started = std::time::Instant::now();
         match store.save(&record).await {
-            Ok(()) => entry.mark_saved(&record),
+            Ok(()) => {
+                debug!(id = %entry.id, state = %record.state, took_ms = started.elapsed().as_millis() as u64,
+                    checkpoint_rows = record.checkpoint.as_ref().map(|c| c.rows_copied), "record saved");
+                entry.mark_saved(&record)
+            }
             Err(e) => {
                 warn!(id = %entry.id, error = %e, "could not save the migration record; retrying later");
                 entry.mark_save_failed(Duration::from_secs(5));
