@@ -246,6 +246,7 @@ impl Replayer {
             }
         }
         let rows: u64 = counts.iter().sum();
+        let ops = fold_by_key(ops, &self.stmts.key);
         if !ops.is_empty() {
             // A deadlock with the copy, or a lost connection, rolls the batch back whole;
             // replaying it is idempotent.
@@ -376,6 +377,50 @@ fn batch_rows(items: &[Item]) -> usize {
         .sum()
 }
 
+/// Keeps the last operation per key and orders deletes before upserts: the batch then takes
+/// two statements instead of one per row change, which is what lets the replay keep up with
+/// writers that saturate the server.
+///
+/// Why this reaches the same table as applying every change in order: keys are the exact
+/// bytes of the row images, and a row changes its key bytes only through a delete of the old
+/// form plus an upsert of the new one. So for every row, each key form it has left ends in a
+/// delete and the form it ends in (if any) ends in an upsert. Deleting first and upserting
+/// after leaves exactly the final forms, also when two forms are equal under the key's
+/// collation ('a' and 'A'), and deletes free unique values before upserts need them.
+fn fold_by_key<'a>(ops: Vec<Op<'a>>, key: &[usize]) -> Vec<Op<'a>> {
+    use std::collections::HashMap;
+    let key_of = |row: &[Value]| -> Vec<u8> {
+        let mut k = Vec::new();
+        for &i in key {
+            // Length-prefixed SQL text of each value: unambiguous across types and values.
+            let part = row[i].as_sql(true);
+            k.extend_from_slice(&(part.len() as u32).to_le_bytes());
+            k.extend_from_slice(part.as_bytes());
+        }
+        k
+    };
+    let mut last: HashMap<Vec<u8>, usize> = HashMap::with_capacity(ops.len());
+    for (n, op) in ops.iter().enumerate() {
+        let row = match op {
+            Op::Upsert(r) | Op::Delete(r) => r,
+        };
+        last.insert(key_of(row), n);
+    }
+    let mut keep: Vec<usize> = last.into_values().collect();
+    keep.sort_unstable();
+    let mut slots: Vec<Option<Op<'a>>> = ops.into_iter().map(Some).collect();
+    let (mut deletes, mut upserts) = (Vec::new(), Vec::new());
+    for n in keep {
+        match slots[n].take() {
+            Some(op @ Op::Delete(_)) => deletes.push(op),
+            Some(op @ Op::Upsert(_)) => upserts.push(op),
+            None => {}
+        }
+    }
+    deletes.extend(upserts);
+    deletes
+}
+
 fn push_ops<'a>(ops: &mut Vec<Op<'a>>, c: &'a RowChange, key: &[usize]) {
     match (c.kind, &c.before, &c.after) {
         (ChangeKind::Insert, _, Some(after)) => ops.push(Op::Upsert(after)),
@@ -429,5 +474,71 @@ mod tests {
         assert!(key_expr(&col("decimal", "decimal", None), &d).is_err());
         let bad = col("varchar", "varchar(1)", Some("x; DROP"));
         assert!(value_expr(&bad).is_err());
+    }
+
+    /// Applies ops to a model table (key = column 0) the way the server would.
+    fn apply_model(ops: &[Op<'_>], table: &mut std::collections::BTreeMap<String, i64>) {
+        for op in ops {
+            match op {
+                Op::Upsert(r) => {
+                    let k = format!("{:?}", r[0]).to_lowercase(); // a case-insensitive key
+                    let v = match r[1] {
+                        Value::Int(v) => v,
+                        _ => 0,
+                    };
+                    table.insert(k, v);
+                }
+                Op::Delete(r) => {
+                    table.remove(&format!("{:?}", r[0]).to_lowercase());
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn folding_by_key_reaches_the_same_table() {
+        let row = |k: &str, v: i64| vec![Value::Bytes(k.as_bytes().to_vec()), Value::Int(v)];
+        // insert a; a -> A (key change); update A; insert b; delete b; insert c; c -> C -> c.
+        let rows = [
+            row("a", 1),
+            row("a", 1),
+            row("A", 1),
+            row("A", 2),
+            row("b", 3),
+            row("b", 3),
+            row("c", 4),
+            row("c", 4),
+            row("C", 4),
+            row("C", 4),
+            row("c", 5),
+        ];
+        let ops = vec![
+            Op::Upsert(&rows[0]),
+            Op::Delete(&rows[1]),
+            Op::Upsert(&rows[2]),
+            Op::Upsert(&rows[3]),
+            Op::Upsert(&rows[4]),
+            Op::Delete(&rows[5]),
+            Op::Upsert(&rows[6]),
+            Op::Delete(&rows[7]),
+            Op::Upsert(&rows[8]),
+            Op::Delete(&rows[9]),
+            Op::Upsert(&rows[10]),
+        ];
+        let mut in_order = std::collections::BTreeMap::new();
+        apply_model(&ops, &mut in_order);
+        let folded = fold_by_key(ops, &[0]);
+        assert!(folded.len() < 11);
+        // Deletes come first.
+        let first_upsert = folded
+            .iter()
+            .position(|o| matches!(o, Op::Upsert(_)))
+            .unwrap();
+        assert!(folded[first_upsert..]
+            .iter()
+            .all(|o| matches!(o, Op::Upsert(_))));
+        let mut by_fold = std::collections::BTreeMap::new();
+        apply_model(&folded, &mut by_fold);
+        assert_eq!(by_fold, in_order);
     }
 }
