@@ -258,3 +258,43 @@ async fn ddl_on_the_table_during_the_migration_stops_it() {
     assert_eq!(db.tables("app").await, vec!["t".to_string()]);
     assert_eq!(db.scalar_u64("SELECT COUNT(*) FROM app.t").await, 2_000);
 }
+
+/// When the replay fails, the migration reports the replay's error, not the binlog tail that
+/// stopped because the replay went away. Repeated: which of the two ends first is a race.
+#[tokio::test]
+async fn a_failing_replay_reports_its_own_error() {
+    let db = Db::start();
+    big_table(&db, 2_000).await;
+    for round in 0..3 {
+        let spec = db.spec(
+            "app",
+            "t",
+            "ADD COLUMN x INT NOT NULL DEFAULT 1",
+            MigrationOptions {
+                postpone_cutover: true,
+                ..Default::default()
+            },
+        );
+        let (controls, _tuning) = Controls::unattended(&spec.options);
+        let progress = Progress::new(Arc::new(NoObserver));
+        let task = tokio::spawn(migration::run(spec, controls, progress.clone()));
+        while progress.state() != State::Postponed {
+            assert!(!task.is_finished(), "{:?}", progress.status().error);
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        // Someone drops the new table: the next replayed change fails.
+        db.exec("DROP TABLE app.`t~new`").await;
+        db.exec("UPDATE app.t SET v = v + 1 WHERE id = 1").await;
+        let r = tokio::time::timeout(Duration::from_secs(30), task)
+            .await
+            .expect("the replay's failure stops the migration")
+            .unwrap();
+        let err = r.expect_err("the migration must fail").to_string();
+        assert!(
+            err.contains("t~new") && err.contains("1146"),
+            "round {round}: {err}"
+        );
+        assert_eq!(progress.state(), State::Failed);
+        assert_eq!(db.tables("app").await, vec!["t".to_string()]);
+    }
+}

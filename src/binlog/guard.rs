@@ -75,9 +75,30 @@ pub fn ddl_touches_table(statement: &str, schema: &str, db: &str, table: &str) -
     names_table && in_db
 }
 
+/// Whether a statement that names the table is our own cut-over's RENAME: only it uses the
+/// swap placeholder's name.
+pub fn is_our_swap(statement: &str, swap: &str) -> bool {
+    statement
+        .trim_start()
+        .to_ascii_uppercase()
+        .starts_with("RENAME")
+        && identifiers(statement)
+            .iter()
+            .any(|i| i.eq_ignore_ascii_case(swap))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn recognizes_our_own_swap() {
+        let ours = "RENAME TABLE `d`.`t` TO `d`.`t~sc`, `d`.`t~new` TO `d`.`t`";
+        assert!(ddl_touches_table(ours, "", "d", "t"));
+        assert!(is_our_swap(ours, "t~sc"));
+        assert!(!is_our_swap("RENAME TABLE `d`.`t` TO `d`.`x`", "t~sc"));
+        assert!(!is_our_swap("DROP TABLE IF EXISTS `d`.`t~sc`", "t~sc"));
+    }
 
     #[test]
     fn detects_ddl_on_the_table_only() {

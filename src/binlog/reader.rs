@@ -14,7 +14,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
 use super::decode::{RowChange, TableDecoder};
-use super::guard::ddl_touches_table;
+use super::guard::{ddl_touches_table, is_our_swap};
 use super::BinlogPos;
 use crate::conn::ConnSettings;
 use crate::error::{DbContext, Error, Result};
@@ -65,6 +65,8 @@ pub struct TailConfig {
     pub start: BinlogPos,
     pub schema: TableSchema,
     pub changelog: String,
+    /// The cut-over's placeholder name: a RENAME naming it is our own swap, the tail's end.
+    pub swap: String,
     /// How long to keep reconnecting after the stream broke before giving up.
     pub reconnect_for: std::time::Duration,
 }
@@ -253,7 +255,8 @@ impl Tail<'_> {
         }
     }
 
-    /// Handles one event; `Ok(false)` when the replay side has gone away.
+    /// Handles one event; `Ok(false)` when the replay side has gone away or the table was
+    /// swapped by our cut-over.
     async fn handle(&mut self, event: &Event) -> Result<bool> {
         verify_checksum(event, self.fde_seen, &self.file)?;
         let header = event.header();
@@ -308,6 +311,11 @@ impl Tail<'_> {
                 if !upper.starts_with("BEGIN") {
                     let (db, table) = (&self.cfg.schema.database, &self.cfg.schema.name);
                     if ddl_touches_table(&text, &q.schema(), db, table) {
+                        if is_our_swap(&text, &self.cfg.swap) {
+                            // Nothing after it is ours to replay: the table has the new schema.
+                            info!("the binlog shows our cut-over's RENAME; the tail is done");
+                            return Ok(false);
+                        }
                         return Err(Error::SchemaChanged(format!("the binlog shows `{}`", text.chars().take(200).collect::<String>())));
                     }
                 }

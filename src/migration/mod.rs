@@ -328,6 +328,7 @@ async fn migrate(
             start,
             schema: insp.schema.clone(),
             changelog: plan.names.changelog.clone(),
+            swap: plan.names.swap.clone(),
             reconnect_for: Duration::from_secs(spec.options.reconnect_timeout_secs),
         },
         tx,

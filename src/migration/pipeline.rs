@@ -44,7 +44,14 @@ impl Workers {
             }
         };
         let replay_ended = tokio::select! {
-            e = failed(&mut self.tail, "binlog tail") => return e,
+            e = failed(&mut self.tail, "binlog tail") => {
+                // A replay that failed closed the channel, which ends the tail too: its
+                // error is the cause, if it comes.
+                return match tokio::time::timeout(Duration::from_millis(500), &mut self.replay).await {
+                    Ok(Ok(Err(cause))) => cause,
+                    _ => e,
+                };
+            }
             e = probes => return e,
             r = &mut self.replay => r,
         };
