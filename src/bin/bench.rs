@@ -95,6 +95,10 @@ struct Args {
     /// `throttle` mode: how often the bench reads its heartbeat on the replica, in ms.
     #[arg(long, default_value_t = 100)]
     lag_sample_millis: u64,
+    /// `throttle` mode: keep the old table, as shadowcut does by default (the bench drops it
+    /// after the measurement); without it the migration drops it, as in the other modes.
+    #[arg(long)]
+    keep_old_table: bool,
     /// `throttle` mode: also write every lag sample and every per-second sysbench report to
     /// this CSV file (seconds from the start of the baseline).
     #[arg(long)]

@@ -190,7 +190,7 @@ async fn measure(
         alter: data::ALTER_CLAUSE.to_string(),
         options: MigrationOptions {
             chunk_size: args.chunk_size,
-            keep_old_table: false,
+            keep_old_table: args.keep_old_table,
             max_lag_millis: Some(args.max_lag_millis),
             ..MigrationOptions::default()
         },
@@ -234,6 +234,13 @@ async fn measure(
     }
     let lag = monitor.stop().await;
 
+    // Outside the measurement: the old table the migration kept.
+    if let Some(old) = old_table(&mut conn).await? {
+        conn.query_drop(format!("DROP TABLE {}.`{old}`", data::DATABASE))
+            .await
+            .with_context(|| format!("dropping the old table {old}"))?;
+        wait_for_replica(&mut conn, &mut rconn, Duration::from_secs(300)).await?;
+    }
     let verified = if shadowcut.unfinished.is_none() {
         data::verify(&mut conn, args.rows, None).await?
     } else {
@@ -263,6 +270,16 @@ async fn measure(
         verified,
         replica_check,
     })
+}
+
+/// The old table a migration with keep_old_table left, if any.
+async fn old_table(conn: &mut Conn) -> anyhow::Result<Option<String>> {
+    let tables: Vec<String> = conn
+        .query(format!("SHOW TABLES FROM {}", data::DATABASE))
+        .await
+        .context("listing tables")?;
+    let prefix = format!("_{}_old_", data::TABLE);
+    Ok(tables.into_iter().find(|t| t.starts_with(&prefix)))
 }
 
 /// Waits until the replica has applied everything the primary has binlogged so far; returns
@@ -367,13 +384,19 @@ fn print(args: &Args, m: &Measured) -> Vec<bool> {
     println!();
     println!(
         "shadowcut throttle bench: {} rows; {}; sysbench oltp_write_only --rate={} \
-         --threads={}; max_lag_millis {} on one replica; chunk size {}; loaded in {:.1} s",
+         --threads={}; max_lag_millis {} on one replica; chunk size {}; old table {}; loaded \
+         in {:.1} s",
         args.rows,
         data::ALTER_CLAUSE,
         args.rate,
         args.threads,
         args.max_lag_millis,
         args.chunk_size,
+        if args.keep_old_table {
+            "kept (dropped after the measurement)"
+        } else {
+            "dropped by the migration"
+        },
         m.load.as_secs_f64()
     );
     println!();
@@ -425,6 +448,8 @@ fn print(args: &Args, m: &Measured) -> Vec<bool> {
 
     let samples = &m.lag.samples;
     let base = lag::stats(samples.iter().filter(|s| s.phase == Phase::Baseline));
+    let migrating = lag::stats(samples.iter().filter(|s| s.phase == Phase::Migration));
+    let after = lag::stats(samples.iter().filter(|s| s.phase == Phase::After));
     let during = lag::stats(
         samples
             .iter()
@@ -436,7 +461,11 @@ fn print(args: &Args, m: &Measured) -> Vec<bool> {
          current replica reads 0-100 ms):",
         args.lag_sample_millis
     );
-    for (name, s) in [("baseline", base), ("migration and after", during)] {
+    for (name, s) in [
+        ("baseline", base),
+        ("migration", migrating),
+        ("after it returned", after),
+    ] {
         println!(
             "  {name}: max {} ms, p99 {} ms, median {} ms over {} samples{}",
             ms(s.max_ms),
@@ -481,7 +510,7 @@ fn print(args: &Args, m: &Measured) -> Vec<bool> {
     );
     println!(
         "target: replica lag never above {LAG_FACTOR_TARGET} x max_lag_millis = {lag_limit:.0} \
-         ms: max {} ms{} {}",
+         ms (during the migration and until the replica has applied it): max {} ms{} {}",
         ms(during.max_ms),
         if during.unreadable > 0 {
             format!(", {} samples unreadable", during.unreadable)
