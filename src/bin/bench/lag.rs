@@ -32,6 +32,8 @@ pub enum Phase {
     Migration,
     /// The migration has returned; the replica may still be applying its last changes.
     After,
+    /// The write load alone again, once the replica has caught up.
+    BaselineAfter,
 }
 
 impl Phase {
@@ -41,6 +43,7 @@ impl Phase {
             Phase::Baseline => "base",
             Phase::Migration => "migr",
             Phase::After => "after",
+            Phase::BaselineAfter => "base2",
         }
     }
 }

@@ -3,15 +3,16 @@
 //!
 //! The bench starts a primary and one replica sandbox (MariaDB GTID replication, a single
 //! applier thread), loads `sbtest.sbtest1` on the primary and lets the replica load the same
-//! rows (checked with `CHECKSUM TABLE`). Then two phases under the same sysbench
-//! `oltp_write_only --rate` load: a baseline of `--baseline-secs` without a migration, and the
+//! rows (checked with `CHECKSUM TABLE`). Then three phases under the same sysbench
+//! `oltp_write_only --rate` load: a baseline of `--baseline-secs` without a migration; the
 //! migration phase, which lasts exactly as long as shadowcut's migration of the table (same
-//! ALTER as the other modes, `max_lag_millis` watched on the replica). Each phase is one
-//! sysbench run stopped when the phase ends (`latency`), so its tps, p95 and p99 come from
-//! sysbench's own report and histogram. The replica's lag is sampled independently of
-//! shadowcut for the whole run, and until the replica has caught up after the migration
-//! (`lag`). Targets: p99 during the migration at most 1.5x the baseline's; replica lag never
-//! above 2x `max_lag_millis`.
+//! ALTER as the other modes, `max_lag_millis` watched on the replica); and, once the replica
+//! has caught up, a second baseline, which shows whether the machine's other load changed
+//! during the run. Each phase is one sysbench run stopped when the phase ends (`latency`), so
+//! its tps, p95 and p99 come from sysbench's own report and histogram. The replica's lag is
+//! sampled independently of shadowcut throughout (`lag`). Targets: p99 during the migration
+//! at most 1.5x the (first) baseline's; replica lag, during the migration and until the
+//! replica has applied it, never above 2x `max_lag_millis`.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -42,8 +43,11 @@ struct Measured {
     load: Duration,
     baseline: RunReport,
     migration: RunReport,
-    /// Share of the machine's CPU time in use during each phase (everyone's, not only ours).
-    cpu_busy: [Option<f64>; 2],
+    /// The same load once more after the migration, to see whether the machine changed.
+    baseline_after: RunReport,
+    /// Share of the machine's CPU time in use during each of the three phases (everyone's,
+    /// not only ours).
+    cpu_busy: [Option<f64>; 3],
     shadowcut: ShadowcutRun,
     /// Seconds the migration's replica-lag source throttled the copy.
     throttled_secs: f64,
@@ -165,16 +169,21 @@ async fn measure(
     // Bounds sysbench if the bench dies without stopping it.
     let max_secs = args.baseline_secs + args.migration_timeout_secs + 300;
 
+    let baseline_phase = || async {
+        eprintln!(
+            "[throttle] baseline: sysbench at {}/s for {} s, no migration...",
+            args.rate, args.baseline_secs
+        );
+        let sb = PacedRun::start(sysbench, &target, writers, max_secs).await?;
+        let cpu = CpuTimes::read();
+        tokio::time::sleep(Duration::from_secs(args.baseline_secs)).await;
+        let busy = CpuTimes::busy_since(cpu);
+        let report = sb.finish(STOP_LIMIT).await.context("a baseline phase")?;
+        anyhow::Ok((report, busy))
+    };
+
     monitor.set_phase(Phase::Baseline, None);
-    eprintln!(
-        "[throttle] baseline: sysbench at {}/s for {} s, no migration...",
-        args.rate, args.baseline_secs
-    );
-    let sb = PacedRun::start(sysbench, &target, writers, max_secs).await?;
-    let cpu = CpuTimes::read();
-    tokio::time::sleep(Duration::from_secs(args.baseline_secs)).await;
-    let baseline_cpu = CpuTimes::busy_since(cpu);
-    let baseline = sb.finish(STOP_LIMIT).await.context("the baseline phase")?;
+    let (baseline, baseline_cpu) = baseline_phase().await?;
 
     monitor.set_phase(Phase::Migration, None);
     eprintln!(
@@ -232,15 +241,18 @@ async fn measure(
     if let Some(l) = monitor.last_lag_ms() {
         eprintln!("[throttle] replica caught up (lag now {l:.0} ms)");
     }
-    let lag = monitor.stop().await;
 
     // Outside the measurement: the old table the migration kept.
+    monitor.set_phase(Phase::Setup, None);
     if let Some(old) = old_table(&mut conn).await? {
         conn.query_drop(format!("DROP TABLE {}.`{old}`", data::DATABASE))
             .await
             .with_context(|| format!("dropping the old table {old}"))?;
         wait_for_replica(&mut conn, &mut rconn, Duration::from_secs(300)).await?;
     }
+    monitor.set_phase(Phase::BaselineAfter, None);
+    let (baseline_after, after_cpu) = baseline_phase().await?;
+    let lag = monitor.stop().await;
     let verified = if shadowcut.unfinished.is_none() {
         data::verify(&mut conn, args.rows, None).await?
     } else {
@@ -261,7 +273,8 @@ async fn measure(
         load,
         baseline,
         migration,
-        cpu_busy: [baseline_cpu, migration_cpu],
+        baseline_after,
+        cpu_busy: [baseline_cpu, migration_cpu, after_cpu],
         shadowcut,
         throttled_secs,
         replica_after,
@@ -407,10 +420,18 @@ fn print(args: &Args, m: &Measured) -> Vec<bool> {
     println!("{}", phase_line("baseline", &m.baseline, m.cpu_busy[0]));
     println!("{}", phase_line("migration", &m.migration, m.cpu_busy[1]));
     println!(
+        "{}",
+        phase_line("base after", &m.baseline_after, m.cpu_busy[2])
+    );
+    println!(
         "(p95/p99 from sysbench's histogram, \"sysbench p99\" is its own figure; CPU busy is the \
          whole machine's, other users' work included)"
     );
-    for (name, r) in [("baseline", &m.baseline), ("migration", &m.migration)] {
+    for (name, r) in [
+        ("baseline", &m.baseline),
+        ("migration", &m.migration),
+        ("base after", &m.baseline_after),
+    ] {
         for msg in &r.messages {
             println!("  {name}: writer error: {msg}");
         }
@@ -450,6 +471,7 @@ fn print(args: &Args, m: &Measured) -> Vec<bool> {
     let base = lag::stats(samples.iter().filter(|s| s.phase == Phase::Baseline));
     let migrating = lag::stats(samples.iter().filter(|s| s.phase == Phase::Migration));
     let after = lag::stats(samples.iter().filter(|s| s.phase == Phase::After));
+    let base_after = lag::stats(samples.iter().filter(|s| s.phase == Phase::BaselineAfter));
     let during = lag::stats(
         samples
             .iter()
@@ -465,6 +487,7 @@ fn print(args: &Args, m: &Measured) -> Vec<bool> {
         ("baseline", base),
         ("migration", migrating),
         ("after it returned", after),
+        ("baseline after", base_after),
     ] {
         println!(
             "  {name}: max {} ms, p99 {} ms, median {} ms over {} samples{}",
@@ -489,10 +512,13 @@ fn print(args: &Args, m: &Measured) -> Vec<bool> {
     print_series(m);
 
     let p99 = |r: &RunReport| r.summary.histogram.percentile(99.0);
-    let ratio = match (p99(&m.migration), p99(&m.baseline)) {
+    let over = |a: Option<f64>, b: Option<f64>| match (a, b) {
         (Some(a), Some(b)) if b > 0.0 => Some(a / b),
         _ => None,
     };
+    let ratio = over(p99(&m.migration), p99(&m.baseline));
+    let ratio_after = over(p99(&m.migration), p99(&m.baseline_after));
+    let baselines = over(p99(&m.baseline), p99(&m.baseline_after));
     let ratio_met = ratio.is_some_and(|r| r <= P99_RATIO_TARGET);
     let lag_limit = LAG_FACTOR_TARGET * args.max_lag_millis as f64;
     let lag_met = during.unreadable == 0 && during.max_ms.is_some_and(|l| l <= lag_limit);
@@ -508,6 +534,20 @@ fn print(args: &Args, m: &Measured) -> Vec<bool> {
             .unwrap_or_else(|| "-".to_string()),
         verdict(ratio_met)
     );
+    println!(
+        "  (against the baseline after the migration, {} ms: {})",
+        ms(p99(&m.baseline_after)),
+        ratio_after
+            .map(|r| format!("{r:.2}x"))
+            .unwrap_or_else(|| "-".to_string())
+    );
+    if let Some(b) = baselines.filter(|b| !(0.5..=2.0).contains(b)) {
+        println!(
+            "  note: the two baselines' p99 differ by {:.1}x: the machine's other load changed \
+             during the run, so the ratio says little",
+            if b >= 1.0 { b } else { 1.0 / b }
+        );
+    }
     println!(
         "target: replica lag never above {LAG_FACTOR_TARGET} x max_lag_millis = {lag_limit:.0} \
          ms (during the migration and until the replica has applied it): max {} ms{} {}",
@@ -535,7 +575,7 @@ fn print_series(m: &Measured) {
         WINDOW.as_secs()
     );
     println!(
-        "  {:>9}  {:<15} {:>10} {:>9} {:>6} {:>14}  step",
+        "  {:>9}  {:<17} {:>10} {:>9} {:>6} {:>14}  step",
         "t s", "phase", "lag max ms", "throttled", "tps", "worst 1-s p99"
     );
     let interim: Vec<&Interim> = m
@@ -543,6 +583,7 @@ fn print_series(m: &Measured) {
         .interim
         .iter()
         .chain(m.migration.interim.iter())
+        .chain(m.baseline_after.interim.iter())
         .collect();
     let samples: Vec<&LagSample> = m
         .lag
@@ -590,7 +631,7 @@ fn print_series(m: &Measured) {
         };
         let lo = w as u64 * WINDOW.as_secs();
         println!(
-            "  {:>9}  {:<15} {:>10} {:>9} {:>6} {:>14}  {step}",
+            "  {:>9}  {:<17} {:>10} {:>9} {:>6} {:>14}  {step}",
             format!("{lo}-{}", lo + WINDOW.as_secs()),
             phases.join("/"),
             ms(lag_max),
@@ -625,7 +666,11 @@ fn write_csv(path: &std::path::Path, m: &Measured) -> anyhow::Result<()> {
             s.phase.name()
         )?;
     }
-    for (phase, r) in [("base", &m.baseline), ("migr", &m.migration)] {
+    for (phase, r) in [
+        ("base", &m.baseline),
+        ("migr", &m.migration),
+        ("base2", &m.baseline_after),
+    ] {
         for i in &r.interim {
             writeln!(
                 out,
