@@ -6,10 +6,10 @@
 //! wrote is left alone by `IGNORE`. Any other warning (a value that does not fit the new
 //! column, a duplicate on a new unique key) fails the migration instead of losing data.
 //!
-//! The chunk's SELECT share-locks the rows it reads. Without that it would read a snapshot from
-//! the statement's start, and a row deleted while the chunk runs (its replayed delete finding
-//! nothing yet) would be copied afterwards and survive in the new table. With the lock, a
-//! change to a row the chunk read commits after the chunk, so its replay comes after the copy.
+//! The chunk reads the source without locking it (the application never waits on the copy),
+//! from a snapshot taken when its statement starts; the [`Interlock`] keeps the replay from
+//! committing while a chunk runs, which is what makes that snapshot safe. After a lost
+//! connection the orphaned statement is ended on the server before anything else happens.
 //!
 //! Invariant: `copy_watermark` in the progress is the upper key of the last committed chunk:
 //! every source row at or below it has been copied. Throttling and cancellation are honoured
@@ -27,15 +27,12 @@ use tracing::debug;
 
 use crate::conn::{ConnSettings, Session, READ_COMMITTED};
 use crate::error::{DbContext, Error, Result, LOCK_RETRIES};
-use crate::flavor::ServerVersion;
+use crate::interlock::Interlock;
 use crate::progress::Progress;
 use crate::schema::TableSchema;
 use crate::shadow::ShadowPlan;
 use crate::sql::{column_list, key_after, key_bound_params, qualified, quote_ident};
 use crate::throttle::Throttle;
-
-/// How long a chunk waits for an application's row lock before it is rolled back and retried.
-const COPY_LOCK_WAIT_SECS: u64 = 2;
 
 /// Live-tunable copy settings.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -50,8 +47,7 @@ pub struct Copier {
     force_index: String,
     insert_prefix: String,
     select_list: String,
-    /// Share-locks the rows a chunk reads (see `ServerVersion::share_lock_clause`).
-    share_lock: &'static str,
+    interlock: Interlock,
     /// Name of the shadow's key that the shared key maps to: duplicates on it are expected.
     shadow_key_name: String,
     progress: Arc<Progress>,
@@ -61,18 +57,13 @@ impl Copier {
     pub async fn new(
         settings: &ConnSettings,
         reconnect_for: Duration,
-        version: &ServerVersion,
         source: &TableSchema,
         plan: &ShadowPlan,
         progress: Arc<Progress>,
+        interlock: Interlock,
     ) -> Result<Copier> {
-        // READ COMMITTED: no gap locks, so the application can insert between the rows a chunk
-        // locks. A short row-lock wait: while a chunk waits on an application lock it holds the
-        // rows it already read, so it gives up early (and is retried) rather than stall writers.
-        let setup = vec![
-            READ_COMMITTED.to_string(),
-            format!("SET SESSION innodb_lock_wait_timeout = {COPY_LOCK_WAIT_SECS}"),
-        ];
+        // A non-locking read of the source: the application's row locks are not touched.
+        let setup = vec![READ_COMMITTED.to_string()];
         let session =
             Session::open(settings, "copy", setup, reconnect_for, progress.clone()).await?;
         let sources: Vec<&str> = plan.columns.iter().map(|c| c.source.as_str()).collect();
@@ -100,7 +91,7 @@ impl Copier {
                 column_list(&targets)
             ),
             select_list: column_list(&sources),
-            share_lock: version.share_lock_clause(),
+            interlock,
             shadow_key_name,
             progress,
         })
@@ -178,13 +169,12 @@ impl Copier {
         conds.push(key_after(&self.key_cols, true, false));
         params.extend(key_bound_params(hi));
         let sql = format!(
-            "{} SELECT {} FROM {} FORCE INDEX ({}) WHERE {} {}",
+            "{} SELECT {} FROM {} FORCE INDEX ({}) WHERE {}",
             self.insert_prefix,
             self.select_list,
             self.source,
             self.force_index,
-            conds.join(" AND "),
-            self.share_lock
+            conds.join(" AND ")
         );
         let conn = self.session.conn().await?;
         conn.exec_drop(&sql, params)
@@ -237,6 +227,53 @@ impl Copier {
         Ok((hi, last, inserted))
     }
 
+    /// Ends chunk statements of a lost session that the server is still running (it notices a
+    /// closed connection only when it next writes to it). They are ours: nothing else writes
+    /// `INSERT IGNORE INTO <shadow>`. A server restart has ended them already.
+    async fn end_orphans(&mut self) -> Result<()> {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        let prefix_chars = self.insert_prefix.chars().count() as u64;
+        loop {
+            let found: Result<Vec<u64>> = async {
+                self.session
+                    .conn()
+                    .await?
+                    .exec(
+                        "SELECT ID FROM information_schema.PROCESSLIST \
+                         WHERE ID <> CONNECTION_ID() AND LEFT(INFO, ?) = ?",
+                        (prefix_chars, self.insert_prefix.as_str()),
+                    )
+                    .await
+                    .ctx(|| "looking for an orphaned chunk statement".to_string())
+            }
+            .await;
+            let ids = match found {
+                Ok(ids) => ids,
+                Err(e) if e.is_connection_lost() => {
+                    self.session.lost(&e);
+                    continue;
+                }
+                Err(e) => return Err(e),
+            };
+            if ids.is_empty() {
+                return Ok(());
+            }
+            if Instant::now() > deadline {
+                return Err(Error::Binlog(format!(
+                    "an orphaned copy statement (session {ids:?}) is still running after a \
+                     reconnect; kill it by hand and resume the migration"
+                )));
+            }
+            for id in ids {
+                debug!(id, "ending an orphaned chunk statement");
+                if let Ok(c) = self.session.conn().await {
+                    let _ = c.query_drop(format!("KILL QUERY {id}")).await;
+                }
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
     /// Copies from `start_after` (exclusive; `None` from the beginning) to the end.
     pub async fn run(
         &mut self,
@@ -265,11 +302,18 @@ impl Copier {
             self.progress.chunk_size.store(chunk, Ordering::Relaxed);
             let started = Instant::now();
             // A chunk is idempotent: after a deadlock or a lost connection, run it again.
+            let interlock = self.interlock.clone();
+            let serialized = interlock.chunk().await;
             let mut deadlocks = 0;
             let (hi, last, inserted) = loop {
                 match self.chunk(lo.as_deref(), &end, chunk).await {
                     Ok(done) => break done,
-                    Err(e) if e.is_connection_lost() => self.session.lost(&e),
+                    Err(e) if e.is_connection_lost() => {
+                        self.session.lost(&e);
+                        // The server may still be running the statement: it must not commit
+                        // once the interlock is released.
+                        self.end_orphans().await?;
+                    }
                     Err(e) if e.is_transient_lock() && deadlocks < LOCK_RETRIES => {
                         deadlocks += 1;
                         debug!(deadlocks, "copy chunk hit a deadlock; retrying");
@@ -278,6 +322,7 @@ impl Copier {
                     Err(e) => return Err(e),
                 }
             };
+            drop(serialized);
             self.progress
                 .rows_copied
                 .fetch_add(inserted, Ordering::Relaxed);

@@ -187,21 +187,6 @@ impl ServerVersion {
         self.flavor == Flavor::MySql && self.at_least(8, 0, 13)
     }
 
-    /// The clause that makes a SELECT read the newest committed rows and share-lock them.
-    ///
-    /// The copy needs it: a plain `INSERT .. SELECT` under READ COMMITTED reads a snapshot
-    /// taken when the statement starts, so a row deleted (and its delete replayed, finding
-    /// nothing) while the chunk runs would be written to the shadow table afterwards and
-    /// survive. With the share lock, a delete or update of a row the chunk read waits for the
-    /// chunk to commit, so its replay comes after the copied row.
-    pub fn share_lock_clause(&self) -> &'static str {
-        match self.flavor {
-            // MariaDB only knows the old spelling; MySQL 8 deprecates it.
-            Flavor::MariaDb => "LOCK IN SHARE MODE",
-            Flavor::MySql => "FOR SHARE",
-        }
-    }
-
     /// Whether MariaDB's GTID event (type 162) is in the stream instead of MySQL's (type 33).
     pub fn mariadb_gtids(&self) -> bool {
         self.flavor == Flavor::MariaDb
@@ -232,16 +217,6 @@ mod tests {
 
     fn v(s: &str) -> ServerVersion {
         ServerVersion::parse(s).expect("test versions parse")
-    }
-
-    #[test]
-    fn share_lock_clause_per_flavor() {
-        assert_eq!(
-            v("10.6.12-MariaDB").share_lock_clause(),
-            "LOCK IN SHARE MODE"
-        );
-        assert_eq!(v("8.0.36").share_lock_clause(), "FOR SHARE");
-        assert_eq!(v("8.4.2").share_lock_clause(), "FOR SHARE");
     }
 
     #[test]

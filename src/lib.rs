@@ -17,6 +17,7 @@ pub mod daemon;
 pub mod error;
 pub mod flavor;
 pub mod inspect;
+pub mod interlock;
 pub mod migration;
 pub mod progress;
 pub mod replay;

@@ -23,6 +23,7 @@ use tracing::debug;
 use crate::binlog::{BinlogPos, Item, RowChange};
 use crate::conn::{ConnSettings, Session, READ_COMMITTED};
 use crate::error::{DbContext, Error, Result, LOCK_RETRIES};
+use crate::interlock::Interlock;
 use crate::progress::{ChangeKind, Progress};
 use crate::schema::{Column, TableSchema};
 use crate::shadow::ShadowPlan;
@@ -167,6 +168,7 @@ pub struct Replayer {
     stmts: Statements,
     progress: Arc<Progress>,
     markers: watch::Sender<i64>,
+    interlock: Interlock,
 }
 
 impl Replayer {
@@ -177,8 +179,9 @@ impl Replayer {
         plan: &ShadowPlan,
         progress: Arc<Progress>,
         markers: watch::Sender<i64>,
+        interlock: Interlock,
     ) -> Result<Replayer> {
-        // Fewer gap locks on the shadow table: fewer deadlocks with the copy.
+        // Fewer gap locks on the shadow table.
         let setup = vec![READ_COMMITTED.to_string()];
         let session =
             Session::open(settings, "replay", setup, reconnect_for, progress.clone()).await?;
@@ -187,6 +190,7 @@ impl Replayer {
             stmts: Statements::new(source, plan)?,
             progress,
             markers,
+            interlock,
         })
     }
 
@@ -248,8 +252,11 @@ impl Replayer {
         let rows: u64 = counts.iter().sum();
         let ops = fold_by_key(ops, &self.stmts.key);
         if !ops.is_empty() {
-            // A deadlock with the copy, or a lost connection, rolls the batch back whole;
-            // replaying it is idempotent.
+            // Not while a chunk runs (see the interlock module); held across retries.
+            let interlock = self.interlock.clone();
+            let _serialized = interlock.replay().await;
+            // A deadlock, or a lost connection, rolls the batch back whole; replaying it is
+            // idempotent.
             let mut attempt = 0;
             loop {
                 match self.apply_ops(&ops).await {

@@ -143,3 +143,76 @@ async fn server_restart_mid_copy_is_survived() {
     assert!(rep.errors.is_empty(), "{:?}", rep.errors);
     check_table(&db, &rep.model).await;
 }
+
+/// After a lost copy connection the server may still be running the chunk statement (it
+/// notices a closed connection only when it next writes to it); it must be ended before the
+/// replay may commit again. A stand-in orphan, started by hand with the copy's statement
+/// prefix, is killed, so what it would have written never reaches the table.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_orphaned_chunk_statement_is_ended_after_a_reconnect() {
+    let db = Db::start();
+    const BIG: i64 = 300_000;
+    common::seed_model_table(&db, BIG).await;
+    let spec = db.spec(
+        "app",
+        "t",
+        "ADD COLUMN extra INT NOT NULL DEFAULT 1",
+        MigrationOptions {
+            chunk_size: 100,
+            ..Default::default()
+        },
+    );
+    let (controls, _t) = Controls::unattended(&spec.options);
+    let progress = Progress::new(Arc::new(NoObserver));
+    let task = tokio::spawn(migration::run(spec, controls, progress.clone()));
+    while Progress::get(&progress.rows_copied) < 5_000 {
+        assert!(!task.is_finished(), "{:?}", progress.status().error);
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    let mut orphan = db.conn().await;
+    let orphan_id = orphan.id();
+    let started = std::time::Instant::now();
+    let running = tokio::spawn(async move {
+        orphan
+            .query_drop(
+                "INSERT IGNORE INTO `app`.`t~new` (`id`, `v`, `payload`) \
+                 SELECT -5, 0, 'orphan' FROM DUAL WHERE SLEEP(60) = 0",
+            )
+            .await
+    });
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let mut c = db.conn().await;
+    let ids: Vec<u64> = c
+        .query(format!(
+            "SELECT ID FROM information_schema.PROCESSLIST WHERE USER = 'root' \
+             AND ID <> CONNECTION_ID() AND ID <> {orphan_id} AND COMMAND <> 'Binlog Dump'"
+        ))
+        .await
+        .unwrap();
+    assert!(
+        !progress.status().copy_done,
+        "the copy must still run at the kill"
+    );
+    for id in ids {
+        let _ = c.query_drop(format!("KILL {id}")).await;
+    }
+    let ended = tokio::time::timeout(Duration::from_secs(30), running)
+        .await
+        .expect("the orphan is ended well before its 60 s")
+        .unwrap();
+    println!("orphan ended after {:?}: {ended:?}", started.elapsed());
+    let outcome = tokio::time::timeout(Duration::from_secs(120), task)
+        .await
+        .expect("finishes")
+        .unwrap();
+    assert!(outcome.is_ok(), "{outcome:?}");
+    assert_eq!(
+        db.scalar_u64("SELECT COUNT(*) FROM app.t WHERE id = -5")
+            .await,
+        0
+    );
+    assert_eq!(
+        db.scalar_u64("SELECT COUNT(*) FROM app.t").await,
+        BIG as u64
+    );
+}

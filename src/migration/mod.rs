@@ -32,6 +32,7 @@ use crate::copy::{Copier, CopyTuning};
 use crate::cutover::{swap_with_retries, CutoverPlan, Drain};
 use crate::error::{Error, Result};
 use crate::inspect;
+use crate::interlock::Interlock;
 use crate::progress::Progress;
 use crate::replay::Replayer;
 use crate::shadow::{self, HelperNames, ShadowPlan};
@@ -336,6 +337,7 @@ async fn migrate(
         tasks.child_token(),
     );
     let reconnect_for = Duration::from_secs(spec.options.reconnect_timeout_secs);
+    let interlock = Interlock::new();
     let replayer = Replayer::new(
         &spec.settings,
         reconnect_for,
@@ -343,6 +345,7 @@ async fn migrate(
         plan,
         progress.clone(),
         marker_tx,
+        interlock.clone(),
     )
     .await?;
     let replay = replayer.spawn(rx, tasks.child_token());
@@ -387,10 +390,10 @@ async fn migrate(
     let mut copier = Copier::new(
         &spec.settings,
         reconnect_for,
-        &insp.version,
         &insp.schema,
         plan,
         progress.clone(),
+        interlock,
     )
     .await?;
     let resume_copy =
