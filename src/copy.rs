@@ -322,7 +322,6 @@ impl Copier {
                     Err(e) => return Err(e),
                 }
             };
-            drop(serialized);
             self.progress
                 .rows_copied
                 .fetch_add(inserted, Ordering::Relaxed);
@@ -336,6 +335,8 @@ impl Copier {
             );
             self.progress
                 .update(|s| s.copy_watermark = Some(hi.clone()));
+            // Released only now: whoever takes the interlock next sees the new watermark.
+            drop(serialized);
             if last {
                 return Ok(());
             }
