@@ -173,10 +173,12 @@ async fn an_orphaned_chunk_statement_is_ended_after_a_reconnect() {
     let orphan_id = orphan.id();
     let started = std::time::Instant::now();
     let running = tokio::spawn(async move {
+        // A prepared statement, like the copy's own chunks.
         orphan
-            .query_drop(
+            .exec_drop(
                 "INSERT IGNORE INTO `app`.`t~new` (`id`, `v`, `payload`) \
-                 SELECT -5, 0, 'orphan' FROM DUAL WHERE SLEEP(60) = 0",
+                 SELECT ?, 0, 'orphan' FROM DUAL WHERE SLEEP(60) = 0",
+                (-5,),
             )
             .await
     });
