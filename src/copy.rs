@@ -38,6 +38,17 @@ use crate::throttle::Throttle;
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct CopyTuning {
     pub chunk_size: u64,
+    /// Pause after each chunk, in percent of the chunk's duration.
+    pub nice_percent: u32,
+}
+
+impl From<&crate::migration::MigrationOptions> for CopyTuning {
+    fn from(o: &crate::migration::MigrationOptions) -> CopyTuning {
+        CopyTuning {
+            chunk_size: o.chunk_size,
+            nice_percent: o.nice_percent,
+        }
+    }
 }
 
 pub struct Copier {
@@ -298,7 +309,11 @@ impl Copier {
             if cancel.is_cancelled() {
                 return Err(Error::Cancelled);
             }
-            let chunk = tuning.borrow().chunk_size.max(1);
+            let CopyTuning {
+                chunk_size,
+                nice_percent,
+            } = *tuning.borrow();
+            let chunk = chunk_size.max(1);
             self.progress.chunk_size.store(chunk, Ordering::Relaxed);
             let started = Instant::now();
             // A chunk is idempotent: after a deadlock or a lost connection, run it again.
@@ -341,6 +356,13 @@ impl Copier {
                 return Ok(());
             }
             lo = Some(hi);
+            let pause = started.elapsed() * nice_percent / 100;
+            if !pause.is_zero() {
+                tokio::select! {
+                    _ = tokio::time::sleep(pause) => {}
+                    _ = cancel.cancelled() => return Err(Error::Cancelled),
+                }
+            }
         }
     }
 }

@@ -344,14 +344,15 @@ async fn errors_auth_idempotency_options_and_throttle() {
     assert_eq!(v["step"], "waiting_for_cutover");
 
     // Live options: in the view at once; others refused while it runs.
-    let (s, v) = d.call("PATCH", &format!("/v1/migrations/{id}"), Some(json!({"chunk_size": 250, "max_lag_millis": 1500, "max_load": {"Threads_running": 25}}))).await;
+    let (s, v) = d.call("PATCH", &format!("/v1/migrations/{id}"), Some(json!({"chunk_size": 250, "nice_percent": 150, "max_lag_millis": 1500, "max_load": {"Threads_running": 25}}))).await;
     assert_eq!(s, 200, "{v}");
     assert_eq!(
         (
             v["options"]["chunk_size"].as_u64(),
+            v["options"]["nice_percent"].as_u64(),
             v["options"]["max_lag_millis"].as_u64()
         ),
-        (Some(250), Some(1500))
+        (Some(250), Some(150), Some(1500))
     );
     assert_eq!(v["options"]["max_load"]["Threads_running"], 25);
     let (s, code, _) = error_of(
@@ -370,6 +371,15 @@ async fn errors_auth_idempotency_options_and_throttle() {
     )
     .await;
     assert_eq!((s, code.as_str()), (400, "invalid_options"));
+    let (s, code, msg) = error_of(
+        &d,
+        "PATCH",
+        &format!("/v1/migrations/{id}"),
+        Some(json!({"nice_percent": 20_000})),
+    )
+    .await;
+    assert_eq!((s, code.as_str()), (400, "invalid_options"));
+    assert!(msg.to_string().contains("nice_percent"), "{msg}");
 
     // Cancel the postponed migration: the table is as it was, the helpers are gone.
     let (s, v) = d

@@ -67,6 +67,9 @@ enum MigrationsCommand {
         id: String,
         #[arg(long)]
         chunk_size: Option<u64>,
+        /// Pause after each chunk, in percent of its duration.
+        #[arg(long)]
+        nice_percent: Option<u32>,
         #[arg(long)]
         max_lag_millis: Option<u64>,
         #[arg(long)]
@@ -87,6 +90,9 @@ struct StartArgs {
     alter: String,
     #[arg(long)]
     chunk_size: Option<u64>,
+    /// Pause after each chunk, in percent of its duration (100: copy at most half the time).
+    #[arg(long)]
+    nice_percent: Option<u32>,
     /// Wait for `migrations cutover ID` before swapping the tables.
     #[arg(long)]
     postpone_cutover: bool,
@@ -260,6 +266,9 @@ pub async fn migrations(args: MigrationsArgs) -> anyhow::Result<()> {
             if let Some(c) = s.chunk_size {
                 options.insert("chunk_size".into(), json!(c));
             }
+            if let Some(n) = s.nice_percent {
+                options.insert("nice_percent".into(), json!(n));
+            }
             if s.postpone_cutover {
                 options.insert("postpone_cutover".into(), json!(true));
             }
@@ -360,12 +369,16 @@ pub async fn migrations(args: MigrationsArgs) -> anyhow::Result<()> {
         MigrationsCommand::Set {
             id,
             chunk_size,
+            nice_percent,
             max_lag_millis,
             postpone_cutover,
         } => {
             let mut changes = Map::new();
             if let Some(c) = chunk_size {
                 changes.insert("chunk_size".into(), json!(c));
+            }
+            if let Some(n) = nice_percent {
+                changes.insert("nice_percent".into(), json!(n));
             }
             if let Some(l) = max_lag_millis {
                 changes.insert("max_lag_millis".into(), json!(l));
@@ -374,7 +387,7 @@ pub async fn migrations(args: MigrationsArgs) -> anyhow::Result<()> {
                 changes.insert("postpone_cutover".into(), json!(p));
             }
             if changes.is_empty() {
-                bail!("name at least one option to change (--chunk-size, --max-lag-millis, --postpone-cutover)");
+                bail!("name at least one option to change (--chunk-size, --nice-percent, --max-lag-millis, --postpone-cutover)");
             }
             let m: MigrationView = client
                 .call(

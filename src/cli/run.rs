@@ -32,6 +32,10 @@ pub struct RunArgs {
     /// Rows per copy chunk.
     #[arg(long, default_value_t = 10_000)]
     chunk_size: u64,
+    /// After each chunk, pause this percentage of the chunk's duration (100: copy at most half
+    /// the time), to spare a busy server.
+    #[arg(long, default_value_t = 0)]
+    nice_percent: u32,
     /// Carry data over to columns renamed by CHANGE/RENAME COLUMN.
     #[arg(long)]
     allow_renames: bool,
@@ -55,6 +59,7 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
     };
     let options = MigrationOptions {
         chunk_size: args.chunk_size,
+        nice_percent: args.nice_percent,
         allow_renamed_columns: args.allow_renames,
         keep_old_table: !args.drop_old_table,
         cutover_lock_timeout_secs: args.cutover_lock_timeout,

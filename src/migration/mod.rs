@@ -65,9 +65,7 @@ pub struct Controls {
 impl Controls {
     /// Controls for a migration nobody steers (the foreground `run` command).
     pub fn unattended(options: &MigrationOptions) -> (Controls, watch::Sender<CopyTuning>) {
-        let (tuning_tx, tuning) = watch::channel(CopyTuning {
-            chunk_size: options.chunk_size,
-        });
+        let (tuning_tx, tuning) = watch::channel(CopyTuning::from(options));
         let (_, cutover_go) = watch::channel(!options.postpone_cutover);
         (
             Controls {

@@ -12,6 +12,10 @@ use crate::throttle::{validate_query, PeakWindow, ThrottleSettings};
 #[serde(default, deny_unknown_fields)]
 pub struct MigrationOptions {
     pub chunk_size: u64,
+    /// After each chunk the copy pauses this percentage of the chunk's duration (gh-ost's
+    /// nice-ratio x 100): 100 copies at most half the time. Trades speed for the
+    /// application's latency on a busy server.
+    pub nice_percent: u32,
     pub postpone_cutover: bool,
     pub keep_old_table: bool,
     pub cutover_lock_timeout_secs: u64,
@@ -74,6 +78,7 @@ impl Default for MigrationOptions {
     fn default() -> Self {
         MigrationOptions {
             chunk_size: 10_000,
+            nice_percent: 0,
             postpone_cutover: false,
             keep_old_table: true,
             cutover_lock_timeout_secs: 3,
@@ -99,6 +104,9 @@ impl MigrationOptions {
     pub fn validate(&self) -> std::result::Result<(), String> {
         if !(1..=1_000_000).contains(&self.chunk_size) {
             return Err("chunk_size must be between 1 and 1000000".into());
+        }
+        if self.nice_percent > 10_000 {
+            return Err("nice_percent must be between 0 and 10000".into());
         }
         if !(1..=3600).contains(&self.cutover_lock_timeout_secs) {
             return Err("cutover_lock_timeout_secs must be between 1 and 3600".into());

@@ -197,10 +197,7 @@ impl Entry {
             cancel: CancellationToken::new(),
             shutdown: CancellationToken::new(),
             cutover_go: watch::channel(!n.options.postpone_cutover).0,
-            tuning: watch::channel(CopyTuning {
-                chunk_size: n.options.chunk_size,
-            })
-            .0,
+            tuning: watch::channel(CopyTuning::from(&n.options)).0,
             settings: watch::channel(throttle_settings(&n.options, &n.config_windows)).0,
             config_windows: n.config_windows,
         };

@@ -134,9 +134,7 @@ impl Registry {
         }
         e.set_options(next.clone());
         if let Some(l) = e.live() {
-            l.tuning.send_replace(CopyTuning {
-                chunk_size: next.chunk_size,
-            });
+            l.tuning.send_replace(CopyTuning::from(&next));
             if current.postpone_cutover != next.postpone_cutover {
                 l.cutover_go.send_replace(!next.postpone_cutover);
             }

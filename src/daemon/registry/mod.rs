@@ -48,6 +48,7 @@ const HISTORY_WAIT: Duration = Duration::from_secs(15);
 /// Options an operator may change while the migration runs.
 pub const LIVE_OPTIONS: &[&str] = &[
     "chunk_size",
+    "nice_percent",
     "postpone_cutover",
     "max_lag_millis",
     "max_load",
