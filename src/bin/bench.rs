@@ -92,6 +92,10 @@ struct Args {
     /// `throttle` mode: the migration's max_lag_millis for the replica.
     #[arg(long, default_value_t = 1000)]
     max_lag_millis: u64,
+    /// `throttle` mode: the migration's nice_percent (pause after each chunk, in percent of
+    /// the chunk's duration).
+    #[arg(long, default_value_t = 0)]
+    nice_percent: u32,
     /// `throttle` mode: how often the bench reads its heartbeat on the replica, in ms.
     #[arg(long, default_value_t = 100)]
     lag_sample_millis: u64,

@@ -199,6 +199,7 @@ async fn measure(
         alter: data::ALTER_CLAUSE.to_string(),
         options: MigrationOptions {
             chunk_size: args.chunk_size,
+            nice_percent: args.nice_percent,
             keep_old_table: args.keep_old_table,
             max_lag_millis: Some(args.max_lag_millis),
             ..MigrationOptions::default()
@@ -397,14 +398,15 @@ fn print(args: &Args, m: &Measured) -> Vec<bool> {
     println!();
     println!(
         "shadowcut throttle bench: {} rows; {}; sysbench oltp_write_only --rate={} \
-         --threads={}; max_lag_millis {} on one replica; chunk size {}; old table {}; loaded \
-         in {:.1} s",
+         --threads={}; max_lag_millis {} on one replica; chunk size {}; nice_percent {}; old \
+         table {}; loaded in {:.1} s",
         args.rows,
         data::ALTER_CLAUSE,
         args.rate,
         args.threads,
         args.max_lag_millis,
         args.chunk_size,
+        args.nice_percent,
         if args.keep_old_table {
             "kept (dropped after the measurement)"
         } else {
