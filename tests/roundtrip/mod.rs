@@ -196,7 +196,10 @@ pub async fn migrate_with_writes(
         ..Default::default()
     };
     let spec = db.spec(DB, &case.table, ALTER, options);
-    let (_tuning_tx, tuning) = watch::channel(CopyTuning { chunk_size: 2 });
+    let (_tuning_tx, tuning) = watch::channel(CopyTuning {
+        chunk_size: 2,
+        nice_percent: 0,
+    });
     let (go_tx, cutover_go) = watch::channel(false);
     let controls = Controls {
         cancel: CancellationToken::new(),
