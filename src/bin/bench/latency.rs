@@ -45,19 +45,9 @@ function event()
    end
    inner_event()
 end
-local shown = 0
-local previous = sysbench.hooks.before_restart_event
-function sysbench.hooks.before_restart_event(errdesc)
-   if shown < 5 then
-      shown = shown + 1
-      io.stderr:write(string.format("{ERROR_TAG} %s %s\n",
-         tostring(errdesc.sql_errno), tostring(errdesc.sql_errmsg)))
-      io.stderr:flush()
-   end
-   if previous then previous(errdesc) end
-end
-"#,
-        stop = stop_file.display()
+{error_hook}"#,
+        stop = stop_file.display(),
+        error_hook = crate::writers::lua_error_hook(ERROR_TAG)
     )
 }
 

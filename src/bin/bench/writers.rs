@@ -54,12 +54,21 @@ function event()
       io.stderr:flush()
    end
 end
-local shown = 0
+{error_hook}"#,
+        error_hook = lua_error_hook(ERROR_TAG)
+    )
+}
+
+/// Lua that prints the first errors each sysbench thread sees (sysbench prints none of the
+/// errors it ignores and retries), one `<tag> <errno> <message>` line each on stderr.
+pub fn lua_error_hook(tag: &str) -> String {
+    format!(
+        r#"local shown = 0
 local previous = sysbench.hooks.before_restart_event
 function sysbench.hooks.before_restart_event(errdesc)
    if shown < 5 then
       shown = shown + 1
-      io.stderr:write(string.format("{ERROR_TAG} %s %s\n",
+      io.stderr:write(string.format("{tag} %s %s\n",
          tostring(errdesc.sql_errno), tostring(errdesc.sql_errmsg)))
       io.stderr:flush()
    end
