@@ -76,9 +76,11 @@ async fn assert_throttled(r: &Running, needle: &str) {
     while !seen(r) {
         assert!(
             t.elapsed() < Duration::from_secs(3),
-            "not throttled by {needle:?} within 3 s; reasons: {:?}, state {:?}",
+            "not throttled by {needle:?} within 3 s; reasons: {:?}, state {:?}, error {:?}, {} rows copied",
             r.progress.throttle_reasons(),
-            r.progress.status().error
+            r.progress.state(),
+            r.progress.status().error,
+            copied(r)
         );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
@@ -118,7 +120,7 @@ async fn replica_lag_throttles_and_fails_closed() {
     })
     .unwrap();
     replica.replicate_from(db.sandbox.port()).await.unwrap();
-    table(&db, 20_000).await;
+    table(&db, 60_000).await;
     let rdb = mysql_async::Pool::new(replica.url().as_str());
     let run = start(
         &db,
@@ -149,6 +151,11 @@ async fn replica_lag_throttles_and_fails_closed() {
     drop(rdb);
 
     // The whole replica gone: fail closed.
+    assert_eq!(
+        (run.progress.state(), run.progress.status().copy_done),
+        (State::Running, false),
+        "the copy must still run when the replica goes (a bigger table is needed)"
+    );
     let mut replica = replica;
     replica.stop();
     assert_throttled(&run, "unreachable").await;
