@@ -112,11 +112,21 @@ fn template() -> Result<&'static Path, SandboxError> {
     }
 }
 
+/// A port nothing listens on now, and that this process has not handed out before: the
+/// kernel may return a just-released port again, and two sandboxes starting at once (tests
+/// run in parallel) must not race for it.
 fn free_port() -> Result<u16, SandboxError> {
-    let l = TcpListener::bind("127.0.0.1:0").map_err(|e| failed("port", e))?;
-    l.local_addr()
-        .map(|a| a.port())
-        .map_err(|e| failed("port", e))
+    static HANDED_OUT: std::sync::Mutex<Vec<u16>> = std::sync::Mutex::new(Vec::new());
+    for _ in 0..100 {
+        let l = TcpListener::bind("127.0.0.1:0").map_err(|e| failed("port", e))?;
+        let port = l.local_addr().map_err(|e| failed("port", e))?.port();
+        let mut taken = HANDED_OUT.lock().unwrap_or_else(|p| p.into_inner());
+        if !taken.contains(&port) {
+            taken.push(port);
+            return Ok(port);
+        }
+    }
+    Err(failed("port", "no free port after 100 tries"))
 }
 
 fn copy_dir(from: &Path, to: &Path) -> std::io::Result<()> {
@@ -178,11 +188,41 @@ impl Sandbox {
             port,
             args,
         };
-        sandbox.launch(&mariadbd)?;
-        Ok(sandbox)
+        // Another process may take the port between our check and the server's bind: the
+        // server then exits, and a new port is tried.
+        let mut attempt = 1;
+        loop {
+            match sandbox.launch(&mariadbd) {
+                Ok(()) => return Ok(sandbox),
+                Err(_) if attempt < 3 && sandbox.port_was_taken() => {
+                    attempt += 1;
+                    let old = format!("--port={}", sandbox.port);
+                    sandbox.port = free_port()?;
+                    for a in sandbox.args.iter_mut().filter(|a| **a == old) {
+                        *a = format!("--port={}", sandbox.port);
+                    }
+                }
+                Err(e) => return Err(e),
+            }
+        }
+    }
+
+    /// Whether the last launch failed because the port was in use.
+    fn port_was_taken(&self) -> bool {
+        std::fs::read_to_string(self.error_log())
+            .map(|log| {
+                log.contains("Address already in use") || log.contains("Can't start server: Bind")
+            })
+            .unwrap_or(false)
+    }
+
+    fn socket_path(&self) -> PathBuf {
+        self.dir.path().join("mariadb.sock")
     }
 
     fn launch(&mut self, mariadbd: &Path) -> Result<(), SandboxError> {
+        // A socket file left by a killed server would look like readiness.
+        let _ = std::fs::remove_file(self.socket_path());
         let child = Command::new(mariadbd)
             .args(&self.args)
             .stdin(Stdio::null())
@@ -197,7 +237,11 @@ impl Sandbox {
     fn wait_ready(&mut self) -> Result<(), SandboxError> {
         let deadline = Instant::now() + Duration::from_secs(60);
         loop {
-            if std::net::TcpStream::connect(("127.0.0.1", self.port)).is_ok() {
+            // Our server creates its socket file only once it listens on the port too: a TCP
+            // answer alone may come from another server that holds the port.
+            if self.socket_path().exists()
+                && std::net::TcpStream::connect(("127.0.0.1", self.port)).is_ok()
+            {
                 return Ok(());
             }
             if let Some(child) = self.child.as_mut() {
