@@ -25,13 +25,7 @@ pub const A_SPAN: i64 = 20_000;
 
 /// Creates `app.t` with `rows` rows (id = v = 1..rows, payload `init-<id>`).
 pub async fn seeded(db: &Db, rows: i64) {
-    db.exec("CREATE DATABASE app").await;
-    db.exec("CREATE TABLE app.t (id BIGINT PRIMARY KEY, v BIGINT NOT NULL, payload VARCHAR(64))")
-        .await;
-    db.exec(&format!(
-        "INSERT INTO app.t SELECT seq, seq, CONCAT('init-', seq) FROM app.seq_1_to_{rows}"
-    ))
-    .await;
+    crate::common::seed_model_table(db, rows).await;
     db.exec("ANALYZE TABLE app.t").await;
 }
 

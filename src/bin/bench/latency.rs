@@ -13,13 +13,12 @@
 //! timestamped as they arrive, for the time series.
 
 use std::path::{Path, PathBuf};
-use std::process::Stdio;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context};
 use tokio::io::{AsyncBufReadExt, BufReader};
-use tokio::process::{Child, Command};
+use tokio::process::Child;
 use tokio::task::JoinHandle;
 
 use crate::writers::{Load, Target};
@@ -230,30 +229,15 @@ impl PacedRun {
         let script = dir.path().join("bench_paced_write_only.lua");
         std::fs::write(&script, wrapper_script(&stop_file))
             .context("writing the sysbench script")?;
-        let mut child = Command::new(sysbench)
-            .arg(&script)
-            .arg("--db-driver=mysql")
-            .arg("--mysql-host=127.0.0.1")
-            .arg(format!("--mysql-port={}", target.port))
-            .arg("--mysql-user=root")
-            .arg(format!("--mysql-db={}", target.database))
-            .arg("--tables=1")
-            .arg(format!("--table-size={}", target.table_size))
-            .arg(format!("--threads={}", load.threads))
-            .arg(format!("--rate={}", load.rate))
-            .arg(format!("--time={max_secs}"))
-            .arg("--report-interval=1")
-            .arg("--percentile=99")
-            .arg("--histogram=on")
-            .arg("--mysql-ignore-errors=all")
-            .arg("run")
-            .current_dir(dir.path())
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .kill_on_drop(true)
-            .spawn()
-            .with_context(|| format!("starting {}", sysbench.display()))?;
+        let mut child = crate::writers::sysbench_run(
+            sysbench,
+            &script,
+            dir.path(),
+            target,
+            load,
+            max_secs,
+            &["--percentile=99", "--histogram=on"],
+        )?;
         let seen = Arc::new(Mutex::new(Seen::default()));
         let stdout = child.stdout.take().context("sysbench's stdout")?;
         let stderr = child.stderr.take().context("sysbench's stderr")?;

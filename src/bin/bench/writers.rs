@@ -7,7 +7,7 @@
 //! and through a small wrapper script that prints the first errors each writer thread sees,
 //! because sysbench itself does not print ignored errors.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -57,6 +57,44 @@ end
 {error_hook}"#,
         error_hook = lua_error_hook(ERROR_TAG)
     )
+}
+
+/// Starts `sysbench <script> ... run` against `target` with `load`, for at most `max_secs`,
+/// with per-second reports and errors ignored (the wrapper scripts print them), `extra` options
+/// added, stdout and stderr piped. It runs in `dir`: sysbench finds oltp_write_only and
+/// oltp_common in its own library path.
+pub fn sysbench_run(
+    sysbench: &Path,
+    script: &Path,
+    dir: &Path,
+    target: &Target,
+    load: Load,
+    max_secs: u64,
+    extra: &[&str],
+) -> anyhow::Result<tokio::process::Child> {
+    Command::new(sysbench)
+        .arg(script)
+        .arg("--db-driver=mysql")
+        .arg("--mysql-host=127.0.0.1")
+        .arg(format!("--mysql-port={}", target.port))
+        .arg("--mysql-user=root")
+        .arg(format!("--mysql-db={}", target.database))
+        .arg("--tables=1")
+        .arg(format!("--table-size={}", target.table_size))
+        .arg(format!("--threads={}", load.threads))
+        .arg(format!("--rate={}", load.rate))
+        .arg(format!("--time={max_secs}"))
+        .arg("--report-interval=1")
+        .args(extra)
+        .arg("--mysql-ignore-errors=all")
+        .arg("run")
+        .current_dir(dir)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .with_context(|| format!("starting {}", sysbench.display()))
 }
 
 /// Lua that prints the first errors each sysbench thread sees (sysbench prints none of the
@@ -192,30 +230,8 @@ impl Writers {
             .context("creating a temp dir for the sysbench script")?;
         let script = dir.path().join("bench_write_only.lua");
         std::fs::write(&script, wrapper_script()).context("writing the sysbench script")?;
-        let mut child = Command::new(sysbench)
-            .arg(&script)
-            .arg("--db-driver=mysql")
-            .arg("--mysql-host=127.0.0.1")
-            .arg(format!("--mysql-port={}", target.port))
-            .arg("--mysql-user=root")
-            .arg(format!("--mysql-db={}", target.database))
-            .arg("--tables=1")
-            .arg(format!("--table-size={}", target.table_size))
-            .arg(format!("--threads={}", load.threads))
-            .arg(format!("--rate={}", load.rate))
-            // Killed by the bench long before; bounded in case the bench itself is killed.
-            .arg("--time=7200")
-            .arg("--report-interval=1")
-            .arg("--mysql-ignore-errors=all")
-            .arg("run")
-            // sysbench finds oltp_write_only/oltp_common in its own library path.
-            .current_dir(dir.path())
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .kill_on_drop(true)
-            .spawn()
-            .with_context(|| format!("starting {}", sysbench.display()))?;
+        // Killed by the bench long before; bounded in case the bench itself is killed.
+        let mut child = sysbench_run(sysbench, &script, dir.path(), target, load, 7200, &[])?;
         let seen = Arc::new(Mutex::new(Seen::default()));
         let mut readers = Vec::new();
         let stdout = child.stdout.take().expect("piped stdout");
