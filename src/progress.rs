@@ -71,6 +71,8 @@ pub struct Progress {
     applied: [AtomicU64; 3],
     /// Row events read from the binlog but not yet applied.
     pub backlog_events: AtomicU64,
+    /// Transactions the replay committed on the shadow table.
+    pub replay_transactions: AtomicU64,
     /// Epoch micros of the newest heartbeat the replay applied (0: none yet).
     pub heartbeat_applied_micros: AtomicI64,
     pub chunk_size: AtomicU64,
@@ -103,6 +105,7 @@ impl Progress {
             rows_estimate: AtomicU64::new(0),
             applied: Default::default(),
             backlog_events: AtomicU64::new(0),
+            replay_transactions: AtomicU64::new(0),
             heartbeat_applied_micros: AtomicI64::new(0),
             chunk_size: AtomicU64::new(0),
             cutover_attempts: AtomicU64::new(0),

@@ -13,6 +13,7 @@ use common::Db;
 use mysql_async::prelude::Queryable;
 
 use shadowcut::migration::MigrationOptions;
+use shadowcut::progress::{ChangeKind, Progress};
 use shadowcut::state::State;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -81,10 +82,7 @@ async fn writers_during_migration_and_cutover_lose_nothing() {
         commits > 100,
         "writers committed too little to prove anything: {commits}"
     );
-    assert!(
-        Progress::applied_total(&progress) > 0,
-        "nothing was replayed"
-    );
+    assert!(applied_total(&progress) > 0, "nothing was replayed");
 
     let mut conn = db.conn().await;
     let rows: Vec<(i64, i64, String, i64)> = conn
@@ -122,14 +120,8 @@ async fn writers_during_migration_and_cutover_lose_nothing() {
     );
 }
 
-use shadowcut::progress::{ChangeKind, Progress};
-trait AppliedTotal {
-    fn applied_total(p: &Arc<Progress>) -> u64;
-}
-impl AppliedTotal for Progress {
-    fn applied_total(p: &Arc<Progress>) -> u64 {
-        ChangeKind::ALL.iter().map(|k| p.applied(*k)).sum()
-    }
+fn applied_total(p: &Progress) -> u64 {
+    ChangeKind::ALL.iter().map(|k| p.applied(*k)).sum()
 }
 
 /// One chunk spans the whole table, so it runs for a while: rows deleted ahead of it while it
@@ -202,4 +194,54 @@ async fn rows_deleted_while_a_chunk_runs_stay_deleted() {
         &back[..back.len().min(5)]
     );
     assert_eq!(ids.len() as u64, ROWS - deleted.len() as u64, "rows lost");
+}
+
+/// A light write load, one commit every few milliseconds and each alone in the binlog, is
+/// applied in a few shadow transactions rather than one per commit, and every change arrives.
+#[tokio::test]
+async fn a_light_write_load_shares_replay_transactions() {
+    let db = Db::start();
+    common::seed_model_table(&db, 1_000).await;
+    let (task, progress) = db
+        .postponed("app", "t", "ADD COLUMN x INT NOT NULL DEFAULT 1")
+        .await;
+    let txns_before = Progress::get(&progress.replay_transactions);
+    const COMMITS: u64 = 200;
+    let started = std::time::Instant::now();
+    let mut conn = db.conn().await;
+    for id in 1..=COMMITS {
+        conn.exec_drop("UPDATE app.t SET v = v + 1000 WHERE id = ?", (id,))
+            .await
+            .unwrap();
+        tokio::time::sleep(Duration::from_millis(2)).await;
+    }
+    let spread = started.elapsed();
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while progress.applied(ChangeKind::Update) < COMMITS {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "only {} of {COMMITS} updates applied",
+            progress.applied(ChangeKind::Update)
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let txns = Progress::get(&progress.replay_transactions) - txns_before;
+    // One per 50-ms window, and a few more for windows a commit straddles.
+    let windows = spread.as_millis() as u64 / 50 + 1;
+    assert!(
+        (1..=2 * windows + 5).contains(&txns),
+        "{COMMITS} commits over {spread:?} took {txns} replay transactions"
+    );
+    let source: Vec<(i64, i64)> = conn
+        .query("SELECT id, v FROM app.t ORDER BY id")
+        .await
+        .unwrap();
+    let shadow: Vec<(i64, i64)> = conn
+        .query("SELECT id, v FROM app.`t~new` ORDER BY id")
+        .await
+        .unwrap();
+    assert_eq!(source.len(), 1_000);
+    assert_eq!(shadow, source, "the shadow table misses replayed updates");
+    assert_eq!(progress.state(), State::Postponed);
+    task.abort();
 }

@@ -222,41 +222,13 @@ async fn cancel_mid_copy_leaves_the_original_untouched() {
     assert_eq!(dump(&db, "app.t", &["id", "v", "s"], "id").await, before);
 }
 
-/// Starts a migration of `app.t` that waits, postponed, for the cut-over.
-async fn postponed(
-    db: &Db,
-) -> (
-    tokio::task::JoinHandle<shadowcut::Result<migration::Outcome>>,
-    Arc<Progress>,
-) {
-    let spec = db.spec(
-        "app",
-        "t",
-        "ADD COLUMN x INT NOT NULL DEFAULT 1",
-        MigrationOptions {
-            postpone_cutover: true,
-            ..Default::default()
-        },
-    );
-    let (controls, _tuning) = Controls::unattended(&spec.options);
-    let progress = Progress::new(Arc::new(NoObserver));
-    let task = tokio::spawn(migration::run(spec, controls, progress.clone()));
-    while progress.state() != State::Postponed {
-        assert!(
-            !task.is_finished(),
-            "migration ended early: {:?}",
-            progress.status().error
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    (task, progress)
-}
-
 #[tokio::test]
 async fn ddl_on_the_table_during_the_migration_stops_it() {
     let db = Db::start();
     big_table(&db, 2_000).await;
-    let (task, progress) = postponed(&db).await;
+    let (task, progress) = db
+        .postponed("app", "t", "ADD COLUMN x INT NOT NULL DEFAULT 1")
+        .await;
     db.exec("ALTER TABLE app.t ADD COLUMN y INT").await;
     let r = tokio::time::timeout(Duration::from_secs(30), task)
         .await
@@ -277,7 +249,9 @@ async fn a_failing_replay_reports_its_own_error() {
     let db = Db::start();
     big_table(&db, 2_000).await;
     for round in 0..3 {
-        let (task, progress) = postponed(&db).await;
+        let (task, progress) = db
+            .postponed("app", "t", "ADD COLUMN x INT NOT NULL DEFAULT 1")
+            .await;
         // Someone drops the new table: the next replayed change fails.
         db.exec("DROP TABLE app.`t~new`").await;
         db.exec("UPDATE app.t SET v = v + 1 WHERE id = 1").await;

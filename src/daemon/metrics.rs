@@ -36,6 +36,7 @@ pub struct Metrics {
     progress_ratio: GaugeVec,
     events_applied: IntCounterVec,
     replay_lag: GaugeVec,
+    replay_transactions: IntCounterVec,
     backlog: IntGaugeVec,
     chunk_size: IntGaugeVec,
     chunk_duration: HistogramVec,
@@ -61,6 +62,7 @@ pub struct Sample {
     pub applied: [u64; 3],
     pub replay_lag_seconds: Option<f64>,
     pub backlog: u64,
+    pub replay_transactions: u64,
     pub chunk_size: u64,
     pub throttled: bool,
     pub sources: Vec<SourceSample>,
@@ -136,6 +138,14 @@ impl Metrics {
                 Opts::new(
                     "shadowcut_migration_replay_lag_seconds",
                     "How far the shadow table trails the original (heartbeat age).",
+                ),
+                MIGRATION_LABELS,
+            )?,
+            replay_transactions: IntCounterVec::new(
+                Opts::new(
+                    "shadowcut_migration_replay_transactions_total",
+                    "Transactions the replay committed on the shadow table (each carries \
+                     every change that arrived within 50 ms).",
                 ),
                 MIGRATION_LABELS,
             )?,
@@ -248,6 +258,7 @@ impl Metrics {
             Box::new(m.progress_ratio.clone()),
             Box::new(m.events_applied.clone()),
             Box::new(m.replay_lag.clone()),
+            Box::new(m.replay_transactions.clone()),
             Box::new(m.backlog.clone()),
             Box::new(m.chunk_size.clone()),
             Box::new(m.chunk_duration.clone()),
@@ -305,6 +316,9 @@ impl Metrics {
         self.replay_lag
             .with_label_values(&l)
             .set(now.replay_lag_seconds.unwrap_or(0.0));
+        self.replay_transactions
+            .with_label_values(&l)
+            .inc_by(delta(last.replay_transactions, now.replay_transactions));
         self.backlog.with_label_values(&l).set(now.backlog as i64);
         self.chunk_size
             .with_label_values(&l)
@@ -356,6 +370,7 @@ impl Metrics {
         let _ = self.rows_estimate.remove_label_values(&l);
         let _ = self.progress_ratio.remove_label_values(&l);
         let _ = self.replay_lag.remove_label_values(&l);
+        let _ = self.replay_transactions.remove_label_values(&l);
         let _ = self.backlog.remove_label_values(&l);
         let _ = self.chunk_size.remove_label_values(&l);
         let _ = self.chunk_duration.remove_label_values(&l);

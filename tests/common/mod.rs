@@ -98,6 +98,36 @@ impl Db {
         let r = migration::run(spec, controls, progress.clone()).await;
         (r, progress)
     }
+
+    /// Starts a migration that copies, then waits, postponed, for the cut-over (replaying
+    /// live changes meanwhile); returns once it waits.
+    pub async fn postponed(
+        &self,
+        database: &str,
+        table: &str,
+        alter: &str,
+    ) -> (
+        tokio::task::JoinHandle<shadowcut::Result<Outcome>>,
+        Arc<Progress>,
+    ) {
+        let options = MigrationOptions {
+            postpone_cutover: true,
+            ..Default::default()
+        };
+        let spec = self.spec(database, table, alter, options);
+        let (controls, _tuning) = Controls::unattended(&spec.options);
+        let progress = Progress::new(Arc::new(NoObserver));
+        let task = tokio::spawn(migration::run(spec, controls, progress.clone()));
+        while progress.state() != shadowcut::state::State::Postponed {
+            assert!(
+                !task.is_finished(),
+                "migration ended early: {:?}",
+                progress.status().error
+            );
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        }
+        (task, progress)
+    }
 }
 
 /// Every row of `table` as HEX/text of each listed column, ordered by `order`. HEX makes the

@@ -21,7 +21,7 @@ use anyhow::{bail, Context};
 use mysql_async::prelude::Queryable;
 use mysql_async::Conn;
 use shadowcut::migration::{Controls, MigrationOptions, MigrationSpec};
-use shadowcut::progress::Progress;
+use shadowcut::progress::{ChangeKind, Progress};
 use shadowcut::sandbox::{Sandbox, SandboxOptions};
 use shadowcut::state::Step;
 
@@ -47,10 +47,12 @@ struct Measured {
     baseline_after: RunReport,
     /// Share of the machine's CPU time in use during each of the three phases (everyone's,
     /// not only ours).
-    cpu_busy: [Option<f64>; 3],
+    cpu_busy: [Option<CpuShare>; 3],
     shadowcut: ShadowcutRun,
     /// Seconds the migration's replica-lag source throttled the copy.
     throttled_secs: f64,
+    /// Row events the replay applied, and in how many shadow transactions.
+    replayed: (u64, u64),
     /// How long the replica took to apply everything after the migration returned.
     replica_after: Duration,
     lag: LagReport,
@@ -218,6 +220,10 @@ async fn measure(
     monitor.set_phase(Phase::After, None);
     let shadowcut = shadowcut?;
     let migration = migration.context("the migration phase")?;
+    let replayed = progress.as_ref().map_or((0, 0), |p| {
+        let events = ChangeKind::ALL.iter().map(|k| p.applied(*k)).sum();
+        (events, Progress::get(&p.replay_transactions))
+    });
     let throttled_secs = progress
         .map(|p| {
             p.throttle_sources()
@@ -278,6 +284,7 @@ async fn measure(
         cpu_busy: [baseline_cpu, migration_cpu, after_cpu],
         shadowcut,
         throttled_secs,
+        replayed,
         replica_after,
         lag,
         t0,
@@ -337,7 +344,16 @@ fn ms(v: Option<f64>) -> String {
 #[derive(Debug, Clone, Copy)]
 struct CpuTimes {
     busy: u64,
+    steal: u64,
     total: u64,
+}
+
+/// Shares of the machine's CPU time over a phase. Steal is time the hypervisor gave our
+/// vCPUs to someone else: on a shared host it is what makes two baselines disagree.
+#[derive(Debug, Clone, Copy)]
+struct CpuShare {
+    busy: f64,
+    steal: f64,
 }
 
 impl CpuTimes {
@@ -347,14 +363,18 @@ impl CpuTimes {
     }
 
     /// The share of CPU time in use since `start`.
-    fn busy_since(start: Option<CpuTimes>) -> Option<f64> {
+    fn busy_since(start: Option<CpuTimes>) -> Option<CpuShare> {
         let (a, b) = (start?, CpuTimes::read()?);
         let total = b.total.checked_sub(a.total)?;
-        (total > 0).then(|| b.busy.saturating_sub(a.busy) as f64 / total as f64)
+        (total > 0).then(|| CpuShare {
+            busy: b.busy.saturating_sub(a.busy) as f64 / total as f64,
+            steal: b.steal.saturating_sub(a.steal) as f64 / total as f64,
+        })
     }
 }
 
-/// `cpu  user nice system idle iowait irq softirq steal ...`: idle and iowait are not busy.
+/// `cpu  user nice system idle iowait irq softirq steal ...`: idle and iowait are not busy;
+/// steal counts as busy (the vCPU could not run).
 fn parse_cpu_line(line: &str) -> Option<CpuTimes> {
     let mut fields = line.split_whitespace();
     if fields.next()? != "cpu" {
@@ -370,16 +390,17 @@ fn parse_cpu_line(line: &str) -> Option<CpuTimes> {
     let total: u64 = v.iter().sum();
     Some(CpuTimes {
         busy: total - v[3] - v[4],
+        steal: v.get(7).copied().unwrap_or(0),
         total,
     })
 }
 
 /// One line of the phase table.
-fn phase_line(name: &str, r: &RunReport, cpu: Option<f64>) -> String {
+fn phase_line(name: &str, r: &RunReport, cpu: Option<CpuShare>) -> String {
     let s = &r.summary;
     let h = &s.histogram;
     format!(
-        "{name:<10} {:>7.1} {:>7.1} {:>8} {:>8} {:>8} {:>7} {:>12} {:>9}",
+        "{name:<10} {:>7.1} {:>7.1} {:>8} {:>8} {:>8} {:>7} {:>12} {:>9} {:>6}",
         s.secs,
         s.tps(),
         ms(h.percentile(95.0)),
@@ -387,7 +408,9 @@ fn phase_line(name: &str, r: &RunReport, cpu: Option<f64>) -> String {
         ms(s.max_ms),
         s.errors,
         ms(s.sysbench_pct_ms),
-        cpu.map(|c| format!("{:.0}%", c * 100.0))
+        cpu.map(|c| format!("{:.0}%", c.busy * 100.0))
+            .unwrap_or_else(|| "-".to_string()),
+        cpu.map(|c| format!("{:.1}%", c.steal * 100.0))
             .unwrap_or_else(|| "-".to_string()),
     )
 }
@@ -416,8 +439,17 @@ fn print(args: &Args, m: &Measured) -> Vec<bool> {
     );
     println!();
     println!(
-        "{:<10} {:>7} {:>7} {:>8} {:>8} {:>8} {:>7} {:>12} {:>9}",
-        "phase", "secs", "tps", "p95 ms", "p99 ms", "max ms", "errors", "sysbench p99", "CPU busy"
+        "{:<10} {:>7} {:>7} {:>8} {:>8} {:>8} {:>7} {:>12} {:>9} {:>6}",
+        "phase",
+        "secs",
+        "tps",
+        "p95 ms",
+        "p99 ms",
+        "max ms",
+        "errors",
+        "sysbench p99",
+        "CPU busy",
+        "steal"
     );
     println!("{}", phase_line("baseline", &m.baseline, m.cpu_busy[0]));
     println!("{}", phase_line("migration", &m.migration, m.cpu_busy[1]));
@@ -427,7 +459,8 @@ fn print(args: &Args, m: &Measured) -> Vec<bool> {
     );
     println!(
         "(p95/p99 from sysbench's histogram, \"sysbench p99\" is its own figure; CPU busy is the \
-         whole machine's, other users' work included)"
+         whole machine's, other users' work included; steal is the share of it the hypervisor \
+         gave to other guests)"
     );
     for (name, r) in [
         ("baseline", &m.baseline),
@@ -467,6 +500,10 @@ fn print(args: &Args, m: &Measured) -> Vec<bool> {
     if let Some(why) = &sc.unfinished {
         println!("migration: {why}");
     }
+    println!(
+        "migration: the replay applied {} row events in {} transactions",
+        m.replayed.0, m.replayed.1
+    );
     println!("migration: verified: {}; {}", m.verified, m.replica_check);
 
     let samples = &m.lag.samples;
@@ -693,9 +730,10 @@ mod tests {
 
     #[test]
     fn parses_the_cpu_line() {
-        let c = parse_cpu_line("cpu  100 5 50 800 40 3 2 0 0 0").unwrap();
-        assert_eq!(c.total, 1000);
-        assert_eq!(c.busy, 160);
+        let c = parse_cpu_line("cpu  100 5 50 800 40 3 2 7 0 0").unwrap();
+        assert_eq!(c.total, 1007);
+        assert_eq!(c.busy, 167);
+        assert_eq!(c.steal, 7);
         assert!(parse_cpu_line("cpu0 1 2 3 4 5").is_none());
     }
 }

@@ -526,6 +526,7 @@ impl Entry {
                 .then(|| p.replay_lag().map(|d| d.as_secs_f64()))
                 .flatten(),
             backlog: Progress::get(&p.backlog_events),
+            replay_transactions: Progress::get(&p.replay_transactions),
             chunk_size: Progress::get(&p.chunk_size),
             throttled: sources.iter().any(|s| s.active),
             sources,
