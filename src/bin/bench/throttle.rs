@@ -184,6 +184,7 @@ async fn measure(
         anyhow::Ok((report, busy))
     };
 
+    quiesce(&mut conn, &mut rconn).await?;
     monitor.set_phase(Phase::Baseline, None);
     let (baseline, baseline_cpu) = baseline_phase().await?;
 
@@ -257,6 +258,7 @@ async fn measure(
             .with_context(|| format!("dropping the old table {old}"))?;
         wait_for_replica(&mut conn, &mut rconn, Duration::from_secs(300)).await?;
     }
+    quiesce(&mut conn, &mut rconn).await?;
     monitor.set_phase(Phase::BaselineAfter, None);
     let (baseline_after, after_cpu) = baseline_phase().await?;
     let lag = monitor.stop().await;
@@ -291,6 +293,50 @@ async fn measure(
         verified,
         replica_check,
     })
+}
+
+/// Lets both servers flush their dirty pages before a baseline. Otherwise the page cleaner
+/// is still writing out the load (or the migration's new table) while the baseline runs, and
+/// the application's commits queue behind those writes: a baseline that says more about the
+/// phase before it than about the application at rest.
+async fn quiesce(primary: &mut Conn, replica: &mut Conn) -> anyhow::Result<()> {
+    const SETTLED_PAGES: u64 = 500;
+    const LIMIT: Duration = Duration::from_secs(120);
+    let started = Instant::now();
+    let mut before = Vec::new();
+    for c in [&mut *primary, &mut *replica] {
+        let pct: f64 = c
+            .query_first("SELECT @@GLOBAL.innodb_max_dirty_pages_pct")
+            .await?
+            .unwrap_or(90.0);
+        c.query_drop("SET GLOBAL innodb_max_dirty_pages_pct = 0")
+            .await?;
+        before.push(pct);
+    }
+    let mut dirty = [u64::MAX; 2];
+    while dirty.iter().any(|d| *d > SETTLED_PAGES) && started.elapsed() < LIMIT {
+        for (i, c) in [&mut *primary, &mut *replica].into_iter().enumerate() {
+            dirty[i] = c
+                .query_first(
+                    "SELECT VARIABLE_VALUE FROM information_schema.GLOBAL_STATUS \
+                     WHERE VARIABLE_NAME = 'INNODB_BUFFER_POOL_PAGES_DIRTY'",
+                )
+                .await?
+                .unwrap_or(0);
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    for (c, pct) in [&mut *primary, &mut *replica].into_iter().zip(before) {
+        c.query_drop(format!("SET GLOBAL innodb_max_dirty_pages_pct = {pct}"))
+            .await?;
+    }
+    eprintln!(
+        "[throttle] flushed dirty pages in {:.1} s (left: {} on the primary, {} on the replica)",
+        started.elapsed().as_secs_f64(),
+        dirty[0],
+        dirty[1]
+    );
+    Ok(())
 }
 
 /// The old table a migration with keep_old_table left, if any.
