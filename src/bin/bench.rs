@@ -11,6 +11,8 @@
 
 #[path = "bench/data.rs"]
 mod data;
+#[path = "bench/host.rs"]
+mod host;
 #[path = "bench/lag.rs"]
 mod lag;
 #[path = "bench/latency.rs"]
