@@ -201,7 +201,7 @@ async fn enum_error_value_written_during_the_migration_fails_it_without_guessing
         .rows("SELECT id, e + 0 FROM rt.enum0 ORDER BY id")
         .await
         .into_iter()
-        .map(|r| mysql_async::from_row(r))
+        .map(mysql_async::from_row)
         .collect();
     assert_eq!(rows, vec![(1, 1), (2, 0), (3, 2), (4, 0)]);
 }

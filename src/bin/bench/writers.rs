@@ -223,7 +223,11 @@ pub struct WriterReport {
 
 impl Writers {
     /// Starts sysbench and waits until its threads report for the first time.
-    pub async fn start(sysbench: &PathBuf, target: &Target, load: Load) -> anyhow::Result<Writers> {
+    pub async fn start(
+        sysbench: &std::path::Path,
+        target: &Target,
+        load: Load,
+    ) -> anyhow::Result<Writers> {
         let dir = tempfile::Builder::new()
             .prefix("shadowcut-bench-")
             .tempdir()
