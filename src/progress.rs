@@ -173,6 +173,11 @@ impl Progress {
         self.applied[kind as usize].load(Ordering::Relaxed)
     }
 
+    /// Row events applied, every kind.
+    pub fn applied_total(&self) -> u64 {
+        ChangeKind::ALL.iter().map(|k| self.applied(*k)).sum()
+    }
+
     pub fn set_throttle(&self, throttle: crate::throttle::Throttle) {
         *self.throttle.lock().unwrap_or_else(|p| p.into_inner()) = Some(throttle);
     }

@@ -215,7 +215,7 @@ impl Replayer {
                 };
                 let deadline = tokio::time::Instant::now() + COALESCE;
                 let mut urgent = matches!(first, Item::Marker { .. });
-                let mut rows = batch_rows(std::slice::from_ref(&first));
+                let mut rows = item_rows(&first);
                 let mut batch = vec![first];
                 while rows < MAX_BATCH_ROWS && !urgent {
                     let item = match rx.try_recv() {
@@ -228,7 +228,7 @@ impl Replayer {
                         },
                     };
                     urgent = matches!(item, Item::Marker { .. });
-                    rows += batch_rows(std::slice::from_ref(&item));
+                    rows += item_rows(&item);
                     batch.push(item);
                 }
                 self.apply(batch).await?;
@@ -391,14 +391,11 @@ impl Replayer {
     }
 }
 
-fn batch_rows(items: &[Item]) -> usize {
-    items
-        .iter()
-        .map(|i| match i {
-            Item::Changes { changes, .. } => changes.len(),
-            _ => 1,
-        })
-        .sum()
+fn item_rows(item: &Item) -> usize {
+    match item {
+        Item::Changes { changes, .. } => changes.len(),
+        _ => 1,
+    }
 }
 
 /// Keeps the last operation per key and orders deletes before upserts: the batch then takes

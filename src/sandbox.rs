@@ -85,13 +85,9 @@ fn template() -> Result<&'static Path, SandboxError> {
             .map(|d| d.as_secs())
             .unwrap_or(0);
         let key = format!("{}-{}-{}", mariadbd.display(), meta.len(), stamp);
-        let mut h: u32 = 0x811c_9dc5;
-        for b in key.bytes() {
-            h ^= u32::from(b);
-            h = h.wrapping_mul(0x0100_0193);
-        }
+        let h = crate::shadow::short_hash(&key);
         let user = std::env::var("USER").unwrap_or_else(|_| "any".to_string());
-        let shared = std::env::temp_dir().join(format!("shadowcut-template-{user}-{h:08x}"));
+        let shared = std::env::temp_dir().join(format!("shadowcut-template-{user}-{h}"));
         if shared.join("ready").exists() {
             return Ok(shared);
         }

@@ -33,8 +33,9 @@ pub struct HelperNames {
     pub archive: String,
 }
 
-/// FNV-1a: a stable short hash, so shortened names are the same on every run.
-fn short_hash(s: &str) -> String {
+/// FNV-1a: a stable short hash, so shortened names (and the sandbox's shared template
+/// directory) are the same on every run.
+pub(crate) fn short_hash(s: &str) -> String {
     let mut h: u32 = 0x811c_9dc5;
     for b in s.bytes() {
         h ^= u32::from(b);

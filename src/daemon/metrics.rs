@@ -144,8 +144,11 @@ impl Metrics {
             replay_transactions: IntCounterVec::new(
                 Opts::new(
                     "shadowcut_migration_replay_transactions_total",
-                    "Transactions the replay committed on the shadow table (each carries \
-                     every change that arrived within 50 ms).",
+                    format!(
+                        "Transactions the replay committed on the shadow table (each carries \
+                         every change that arrived within {} ms).",
+                        crate::replay::COALESCE.as_millis()
+                    ),
                 ),
                 MIGRATION_LABELS,
             )?,

@@ -13,7 +13,7 @@ use mysql_async::prelude::Queryable;
 use mysql_async::{Row, Value};
 use shadowcut::copy::CopyTuning;
 use shadowcut::migration::{self, Controls, MigrationOptions, Outcome};
-use shadowcut::progress::{ChangeKind, NoObserver, Progress};
+use shadowcut::progress::{NoObserver, Progress};
 use shadowcut::state::State;
 use shadowcut::throttle::Throttle;
 use tokio::sync::watch;
@@ -288,7 +288,7 @@ pub async fn round_trip(db: &Db, case: &Case) -> Report {
             .and_then(text);
         assert_eq!(first.as_deref(), value.as_deref(), "{}: {sql}", case.table);
     }
-    let replayed: u64 = ChangeKind::ALL.iter().map(|k| progress.applied(*k)).sum();
+    let replayed = progress.applied_total();
     Report {
         rows: got.len(),
         replayed,

@@ -81,8 +81,8 @@ pub async fn quiesce(primary: &mut Conn, replica: &mut Conn) -> anyhow::Result<(
             .await?;
         before.push(pct);
     }
-    let mut dirty = [u64::MAX; 2];
-    while dirty.iter().any(|d| *d > SETTLED_PAGES) && started.elapsed() < LIMIT {
+    let mut dirty = [0u64; 2];
+    loop {
         for (i, c) in [&mut *primary, &mut *replica].into_iter().enumerate() {
             dirty[i] = c
                 .query_first(
@@ -91,6 +91,9 @@ pub async fn quiesce(primary: &mut Conn, replica: &mut Conn) -> anyhow::Result<(
                 )
                 .await?
                 .unwrap_or(0);
+        }
+        if dirty.iter().all(|d| *d <= SETTLED_PAGES) || started.elapsed() >= LIMIT {
+            break;
         }
         tokio::time::sleep(Duration::from_millis(200)).await;
     }

@@ -21,7 +21,7 @@ use anyhow::{bail, Context};
 use mysql_async::prelude::Queryable;
 use mysql_async::Conn;
 use shadowcut::migration::{Controls, MigrationOptions, MigrationSpec};
-use shadowcut::progress::{ChangeKind, Progress};
+use shadowcut::progress::Progress;
 use shadowcut::sandbox::{Sandbox, SandboxOptions};
 use shadowcut::state::Step;
 
@@ -223,8 +223,7 @@ async fn measure(
     let shadowcut = shadowcut?;
     let migration = migration.context("the migration phase")?;
     let replayed = progress.as_ref().map_or((0, 0), |p| {
-        let events = ChangeKind::ALL.iter().map(|k| p.applied(*k)).sum();
-        (events, Progress::get(&p.replay_transactions))
+        (p.applied_total(), Progress::get(&p.replay_transactions))
     });
     let throttled_secs = progress
         .map(|p| {

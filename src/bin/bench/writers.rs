@@ -223,11 +223,7 @@ pub struct WriterReport {
 
 impl Writers {
     /// Starts sysbench and waits until its threads report for the first time.
-    pub async fn start(
-        sysbench: &std::path::Path,
-        target: &Target,
-        load: Load,
-    ) -> anyhow::Result<Writers> {
+    pub async fn start(sysbench: &Path, target: &Target, load: Load) -> anyhow::Result<Writers> {
         let dir = tempfile::Builder::new()
             .prefix("shadowcut-bench-")
             .tempdir()
